@@ -1,0 +1,80 @@
+"""
+conveyor: write Python tasks once; run them on any backend, chosen by a name string.
+
+>>> from conveyor import flow, task
+>>> @task
+... def add(x: int, y: int) -> int:
+...     return x + y
+>>> @flow(runner="sequential")
+... def total() -> int:
+...     return add.submit(1, 2).result()
+>>> total()
+3
+"""
+
+from __future__ import annotations
+
+from conveyor._version import __version__
+from conveyor.exceptions import (
+    BackendUnavailable,
+    CancelledRun,
+    ConfigError,
+    ConveyorError,
+    CrashedRun,
+    NoFlowRunError,
+    PluginError,
+    RunnerNotStartedError,
+    TimedOutRun,
+    UnknownRunnerError,
+    UpstreamFailedError,
+)
+from conveyor.flows import Flow, FlowRun, flow
+from conveyor.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    RunFuture,
+    as_completed,
+    wait,
+)
+from conveyor.plugins.hookspecs import hookimpl
+from conveyor.run_logging import get_run_logger
+from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.states import ResultRef, State, StateType
+from conveyor.tasks import Task, task, unmapped
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Attempt",
+    "BackendUnavailable",
+    "CancelledRun",
+    "Capabilities",
+    "ConcurrencyType",
+    "ConfigError",
+    "ConveyorError",
+    "CrashedRun",
+    "Flow",
+    "FlowRun",
+    "NoFlowRunError",
+    "PluginError",
+    "ResultRef",
+    "RunFuture",
+    "Runner",
+    "RunnerNotStartedError",
+    "State",
+    "StateType",
+    "Task",
+    "TimedOutRun",
+    "UnknownRunnerError",
+    "UpstreamFailedError",
+    "__version__",
+    "as_completed",
+    "flow",
+    "get_run_logger",
+    "hookimpl",
+    "task",
+    "unmapped",
+    "wait",
+]

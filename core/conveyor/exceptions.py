@@ -1,0 +1,97 @@
+"""
+The exceptions conveyor raises.
+
+Every exception derives from :class:`ConveyorError`. Errors about configuration and bad input are
+raised before any work starts; errors about runs are raised when a run's result is asked for.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "CancelledRun",
+    "ConfigError",
+    "ConveyorError",
+    "CrashedRun",
+    "NoFlowRunError",
+    "PluginError",
+    "RunnerNotStartedError",
+    "TimedOutRun",
+    "UnknownRunnerError",
+    "UpstreamFailedError",
+]
+
+
+class ConveyorError(Exception):
+    """
+    Base class of every error conveyor raises.
+    """
+
+
+class ConfigError(ConveyorError, ValueError):
+    """
+    A runner spec, an option, a decorator argument or a config file is invalid.
+
+    Raised before any work starts; the message names the bad value and the fix.
+    """
+
+
+class UnknownRunnerError(ConfigError, LookupError):
+    """
+    A runner name that no installed plugin provides.
+    """
+
+
+class PluginError(ConveyorError):
+    """
+    A plugin could not be loaded, or two plugins claim the same runner name.
+    """
+
+
+class RunnerNotStartedError(ConveyorError, RuntimeError):
+    """
+    Work was submitted to a runner that is not started (or already stopped).
+    """
+
+
+class BackendUnavailable(ConveyorError, ConnectionError):
+    """
+    A runner could not start or reach its backend within its connect timeout.
+    """
+
+
+class NoFlowRunError(ConveyorError, RuntimeError):
+    """
+    ``.submit()`` or ``.map()`` was called outside a flow run.
+    """
+
+
+class CrashedRun(ConveyorError):
+    """
+    A run ended CRASHED: the infrastructure failed, not the task's code.
+
+    Raised by ``result()`` of a crashed run. ``reason`` is a short machine-readable tag such as
+    ``worker-died``, ``result-serialization`` or ``backend-lost``.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CancelledRun(ConveyorError):
+    """
+    A run ended CANCELLED; raised by ``result()`` of that run.
+    """
+
+
+class TimedOutRun(ConveyorError, TimeoutError):
+    """
+    A run exceeded its ``timeout_seconds``; raised by ``result()`` of that run.
+    """
+
+
+class UpstreamFailedError(ConveyorError):
+    """
+    A run was not started because a run it depends on did not complete.
+    """

@@ -1,0 +1,350 @@
+"""
+Futures of task runs, and ``wait``/``as_completed`` for them.
+
+A :class:`RunFuture` is what ``task.submit()`` returns. It is resolved by the run's final
+:class:`~conveyor.State`; waiting on it blocks on an event, never polls. conveyor's futures are
+lighter than :class:`concurrent.futures.Future` (a kept future costs a few hundred bytes), so
+:func:`wait` and :func:`as_completed` here are the exact equivalents of the standard library's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from conveyor.states import FINAL_TYPES, State
+
+if TYPE_CHECKING:
+    from conveyor._engine import TaskRun
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "DoneAndNotDone",
+    "RunFuture",
+    "as_completed",
+    "wait",
+]
+
+T = TypeVar("T")
+
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
+
+logger = logging.getLogger("conveyor")
+
+# One lock guards every future's callback list and final transition. Transitions are a few
+# attribute writes, so contention stays negligible, and a future needs no lock of its own.
+_LOCK = threading.Lock()
+
+# Set by a worker thread of a bounded pool, so a task that blocks on another run's future gives
+# its slot back while it waits (see conveyor.runners._pool).
+_blocking = threading.local()
+
+
+class RunFuture(Generic[T]):
+    """
+    The future of one task run.
+
+    ``result()`` waits and returns the value (or raises the run's error); ``wait()`` waits and
+    returns the final :class:`~conveyor.State` (or None on timeout) and never raises. A future
+    can be awaited in async code, and passed to other tasks as an argument: the downstream run
+    starts when this one completed, and receives its value.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_observed", "_run", "_state", "id", "name")
+
+    def __init__(self, id: str, name: str, state: State[Any], run: TaskRun | None) -> None:
+        self.id = id
+        self.name = name
+        self._state = state
+        self._run = run
+        self._callbacks: list[Callable[[RunFuture[T]], object]] | None = None
+        self._observed = False
+
+    def __repr__(self) -> str:
+        return f"<RunFuture {self.name} {self._state.name}>"
+
+    # -- inspection -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> State[T]:
+        """The run's current state (final or not); reading it counts as checking the run."""
+        self._observed = True
+        return self._state
+
+    def done(self) -> bool:
+        """Whether the run reached a final state."""
+        return self._state.type in FINAL_TYPES
+
+    def cancelled(self) -> bool:
+        """Whether the run ended CANCELLED."""
+        return self._state.is_cancelled()
+
+    def running(self) -> bool:
+        """Whether the run is executing now."""
+        return self._state.is_running()
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> State[T] | None:
+        """
+        Wait up to ``timeout`` seconds (forever if None) for the final state; return it, or None
+        if the run is not final by then. Never raises.
+        """
+        self._observed = True
+        if self._state.type in FINAL_TYPES:
+            return self._state
+        event = threading.Event()
+        setter: Callable[[RunFuture[T]], object] = lambda _f: event.set()  # noqa: E731
+        if not self._add_callback(setter):
+            return self._state
+        pool = getattr(_blocking, "pool", None)
+        if pool is not None:
+            pool.secede()
+        try:
+            finished = event.wait(timeout)
+        finally:
+            if pool is not None:
+                pool.rejoin()
+        if not finished:
+            self._remove_callback(setter)
+            return self._state if self._state.type in FINAL_TYPES else None
+        return self._state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> T:
+        """
+        Wait for the run and return its value.
+
+        Raises the run's exception if it did not complete (the task's own exception if it
+        FAILED, :class:`~conveyor.CrashedRun`, :class:`~conveyor.CancelledRun` or
+        :class:`~conveyor.TimedOutRun` otherwise); with ``raise_on_failure=False`` returns that
+        exception instead. Raises :class:`TimeoutError` if the run is not final after
+        ``timeout`` seconds.
+        """
+        state = self.wait(timeout)
+        if state is None:
+            msg = f"Run {self.name!r} did not finish within {timeout} s; it is {self._state.name}."
+            raise TimeoutError(msg)
+        value: T = state.result(raise_on_failure=raise_on_failure)
+        return value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the run; return the exception it ended with, or None if it completed."""
+        state = self.wait(timeout)
+        if state is None:
+            msg = f"Run {self.name!r} did not finish within {timeout} s; it is {self._state.name}."
+            raise TimeoutError(msg)
+        return state.exception()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._state.type not in FINAL_TYPES:
+            yield from self._wait_async().__await__()
+        return self.result()
+
+    async def _wait_async(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:  # another event loop (trio): wait in a worker thread
+            import anyio.to_thread
+
+            await anyio.to_thread.run_sync(self.wait)
+            return
+        waiter = loop.create_future()
+
+        def wake(_f: RunFuture[T]) -> None:
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+        if self._add_callback(wake):
+            await waiter
+
+    # -- cancelling and callbacks ---------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """
+        Cancel the run. A pending run ends CANCELLED at once and never starts; a running run
+        is stopped where the runner can stop it, and ends CANCELLED either way (its state's
+        ``reason`` says ``stopped`` or ``not-stopped``). Returns False if the run was already
+        final.
+        """
+        self._observed = True
+        run = self._run
+        if run is None or self._state.type in FINAL_TYPES:
+            return False
+        return run.cancel()
+
+    def add_done_callback(self, fn: Callable[[RunFuture[T]], object]) -> None:
+        """
+        Call ``fn(future)`` when the run is final (at once if it already is). Exceptions the
+        callback raises are logged and ignored.
+        """
+        if not self._add_callback(fn):
+            _call(fn, self)
+
+    def _add_callback(self, fn: Callable[[RunFuture[T]], object]) -> bool:
+        with _LOCK:
+            if self._state.type in FINAL_TYPES:
+                return False
+            if self._callbacks is None:
+                self._callbacks = [fn]
+            else:
+                self._callbacks.append(fn)
+            return True
+
+    def _remove_callback(self, fn: Callable[[RunFuture[T]], object]) -> None:
+        with _LOCK:
+            if self._callbacks is not None:
+                try:
+                    self._callbacks.remove(fn)
+                except ValueError:
+                    pass
+
+    # -- driven by the engine -------------------------------------------------------------
+
+    def _set_state(self, state: State[Any]) -> bool:
+        """
+        Move to ``state``. Returns False, changing nothing, if the run is already final: the
+        first final state wins.
+        """
+        with _LOCK:
+            if self._state.type in FINAL_TYPES:
+                return False
+            self._state = state
+            if state.type not in FINAL_TYPES:
+                return True
+            callbacks, self._callbacks = self._callbacks, None
+            self._run = None
+        if callbacks:
+            for fn in callbacks:
+                _call(fn, self)
+        return True
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _call(fn: Callable[[RunFuture[Any]], object], future: RunFuture[Any]) -> None:
+    try:
+        fn(future)
+    except Exception:
+        logger.exception("A done callback of %s raised; ignoring it.", future.name)
+
+
+class DoneAndNotDone(NamedTuple):
+    """What :func:`wait` returns: the futures that are done, and those that are not."""
+
+    done: set[RunFuture[Any]]
+    not_done: set[RunFuture[Any]]
+
+
+def _failed(f: RunFuture[Any]) -> bool:
+    t = f._state.type
+    return t in FINAL_TYPES and not f._state.is_completed()
+
+
+def wait(
+    futures: Iterable[RunFuture[Any]],
+    timeout: float | None = None,
+    return_when: str = ALL_COMPLETED,
+) -> DoneAndNotDone:
+    """
+    Wait for futures, exactly as :func:`concurrent.futures.wait` does.
+
+    ``return_when`` is :data:`FIRST_COMPLETED`, :data:`FIRST_EXCEPTION` (any final state other
+    than COMPLETED) or :data:`ALL_COMPLETED`. Returns ``(done, not_done)``.
+    """
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        msg = f"return_when={return_when!r} is not one of FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED."
+        raise ValueError(msg)
+    fs = set(futures)
+    cond = threading.Condition()
+    finished: list[RunFuture[Any]] = []
+
+    def on_done(f: RunFuture[Any]) -> None:
+        with cond:
+            finished.append(f)
+            cond.notify()
+
+    pending = set()
+    for f in fs:
+        f._observed = True
+        if f._add_callback(on_done):
+            pending.add(f)
+
+    def satisfied() -> bool:
+        done = fs - pending
+        if return_when == ALL_COMPLETED:
+            return not pending
+        if return_when == FIRST_COMPLETED:
+            return bool(done)
+        return not pending or any(_failed(f) for f in done)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with cond:
+        while True:
+            pending.difference_update(finished)
+            finished.clear()
+            if satisfied():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            cond.wait(remaining)
+    for f in pending:
+        f._remove_callback(on_done)
+    return DoneAndNotDone(fs - pending, pending)
+
+
+def as_completed(
+    futures: Iterable[RunFuture[T]], timeout: float | None = None
+) -> Iterator[RunFuture[T]]:
+    """
+    Yield futures as they finish, exactly as :func:`concurrent.futures.as_completed` does.
+
+    Raises :class:`TimeoutError` if some are still not final after ``timeout`` seconds.
+    """
+    fs = set(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cond = threading.Condition()
+    finished: list[RunFuture[T]] = []
+
+    def on_done(f: RunFuture[T]) -> None:
+        with cond:
+            finished.append(f)
+            cond.notify()
+
+    pending: set[RunFuture[T]] = set()
+    ready: list[RunFuture[T]] = []
+    for f in fs:
+        f._observed = True
+        if f._add_callback(on_done):
+            pending.add(f)
+        else:
+            ready.append(f)
+    try:
+        yield from ready
+        while pending:
+            with cond:
+                while not finished:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        msg = f"{len(pending)} (of {len(fs)}) runs did not finish within {timeout} s."
+                        raise TimeoutError(msg)
+                    cond.wait(remaining)
+                batch, finished[:] = list(finished), []
+            for f in batch:
+                pending.discard(f)
+                yield f
+    finally:
+        for f in pending:
+            f._remove_callback(on_done)

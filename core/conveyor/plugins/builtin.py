@@ -1,0 +1,21 @@
+"""
+The built-in plugin: registers ``sequential`` and ``concurrent`` exactly as external plugins do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from conveyor.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from conveyor.plugins.registry import RunnerRegistry
+
+
+@hookimpl
+def conveyor_register_runners(registry: RunnerRegistry) -> None:
+    from conveyor.runners.concurrent import ConcurrentRunner
+    from conveyor.runners.sequential import SequentialRunner
+
+    registry.add(SequentialRunner)
+    registry.add(ConcurrentRunner)

@@ -1,0 +1,108 @@
+"""
+The runner registry that the host hands to each plugin's ``conveyor_register_runners`` hook.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from conveyor.exceptions import PluginError
+from conveyor.runners.base import Runner
+
+__all__ = ["RunnerEntry", "RunnerRegistry"]
+
+
+@attrs.frozen
+class RunnerEntry:
+    """One registered runner: its name, class, and the plugin and distribution it came from."""
+
+    name: str
+    runner_class: type[Runner]
+    plugin: str
+    distribution: str
+    version: str
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready description, as ``conveyor runners --json`` prints it."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "plugin": self.plugin,
+            "class": f"{self.runner_class.__module__}.{self.runner_class.__qualname__}",
+            "concurrency": self.runner_class.concurrency.value,
+            "capabilities": self.runner_class.capabilities.as_dict(),
+        }
+
+
+@attrs.define
+class RunnerRegistry:
+    """
+    Runner classes by name. Plugins add to it; the host owns it.
+
+    Two plugins adding one name is a conflict: the name stays unusable, with an error naming
+    both distributions, and every other name still works.
+    """
+
+    _entries: dict[str, RunnerEntry] = attrs.Factory(dict)
+    _conflicts: dict[str, list[RunnerEntry]] = attrs.Factory(dict)
+    _plugin: str = "unknown"
+    _distribution: str = "unknown"
+    _version: str = "unknown"
+
+    def add(self, runner_class: type[Runner], name: str | None = None) -> None:
+        """
+        Register ``runner_class`` under ``name`` (default: its ``name`` class variable).
+
+        Raises :class:`TypeError` if it is not a :class:`~conveyor.runners.Runner` subclass.
+        """
+        if not (isinstance(runner_class, type) and issubclass(runner_class, Runner)):
+            msg = (
+                f"Plugin {self._plugin!r} registered {runner_class!r}, which is not a Runner "
+                "subclass; register a class derived from conveyor.runners.Runner."
+            )
+            raise TypeError(msg)
+        name = name or runner_class.name
+        entry = RunnerEntry(name, runner_class, self._plugin, self._distribution, self._version)
+        if name in self._conflicts:
+            self._conflicts[name].append(entry)
+            return
+        existing = self._entries.get(name)
+        if existing is None:
+            self._entries[name] = entry
+            return
+        if existing.runner_class is runner_class:
+            return
+        del self._entries[name]
+        self._conflicts[name] = [existing, entry]
+
+    def _scoped(self, plugin: str, distribution: str, version: str) -> RunnerRegistry:
+        """A view that records ``plugin`` as the source of what is added through it."""
+        view = RunnerRegistry(self._entries, self._conflicts)
+        view._plugin, view._distribution, view._version = plugin, distribution, version
+        return view
+
+    def get(self, name: str) -> RunnerEntry | None:
+        """The entry for ``name``; raises :class:`PluginError` if two plugins claim it."""
+        if name in self._conflicts:
+            claims = " and ".join(
+                f"{e.distribution} {e.version} (plugin {e.plugin!r})" for e in self._conflicts[name]
+            )
+            msg = (
+                f"Runner name {name!r} is registered by {claims}; uninstall one of them, or "
+                "block one with CONVEYOR_BLOCK_PLUGINS=<plugin>."
+            )
+            raise PluginError(msg)
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        """The usable runner names, sorted."""
+        return sorted(self._entries)
+
+    def entries(self) -> list[RunnerEntry]:
+        """The usable runners, sorted by name."""
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def conflicts(self) -> dict[str, list[RunnerEntry]]:
+        """Names claimed by more than one plugin, with the claims."""
+        return dict(self._conflicts)

@@ -1,0 +1,58 @@
+"""
+Run-aware logging.
+
+Every log record made while a flow or task runs carries ``flow_run_name`` and ``task_run_name``
+attributes (None outside a run), whatever logger made it, so a format such as
+:data:`RUN_FORMAT` shows them. Records that tasks log on remote workers are sent back with the
+run's outcome and handled again by the driver's loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from conveyor._context import log_names_var
+
+__all__ = ["RUN_FORMAT", "get_run_logger", "install_record_factory"]
+
+RUN_FORMAT = "%(asctime)s %(levelname)s [%(flow_run_name)s/%(task_run_name)s] %(name)s: %(message)s"
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install_record_factory() -> None:
+    """
+    Wrap the logging record factory so records carry the run names; idempotent.
+
+    conveyor calls this when a flow run starts; the wrapper keeps any factory installed before.
+    """
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if not hasattr(record, "flow_run_name"):
+                record.flow_run_name, record.task_run_name = log_names_var.get()
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
+
+
+def get_run_logger(name: str = "conveyor.runs") -> logging.Logger:
+    """
+    Return a logger for use inside tasks and flows.
+
+    Its records carry ``flow_run_name`` and ``task_run_name`` and reach the driver's handlers on
+    every runner. It is a plain :class:`logging.Logger`; any stdlib logger works the same way.
+    """
+    install_record_factory()
+    return logging.getLogger(name)

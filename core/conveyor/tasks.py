@@ -1,0 +1,298 @@
+"""
+Tasks: functions whose calls become runs that a runner executes.
+
+>>> from conveyor import flow, task
+>>> @task
+... def double(x: int) -> int:
+...     return 2 * x
+>>> @flow(runner="sequential")
+... def twice(xs: list[int]) -> list[int]:
+...     return [f.result() for f in double.map(xs)]
+>>> twice([1, 2, 3])
+[2, 4, 6]
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from conveyor._context import flow_run_var
+from conveyor._engine import TaskOptions
+from conveyor.exceptions import ConfigError, NoFlowRunError
+from conveyor.futures import RunFuture
+from conveyor.runners.base import is_async_callable
+
+if TYPE_CHECKING:
+    from conveyor.flows import FlowRun
+
+__all__ = ["Task", "task", "unmapped"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_OPTION_NAMES = (
+    "name",
+    "retries",
+    "retry_delay_seconds",
+    "timeout_seconds",
+    "crash_retries",
+    "resources",
+    "runner_options",
+)
+
+
+def _count(owner: str, option: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"{owner}: `{option}={value!r}` is invalid; give a whole number of 0 or more."
+        raise ConfigError(msg)
+    return value
+
+
+def _seconds(owner: str, option: str, value: Any, *, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 if allow_none else value >= 0)
+    )
+    if not ok:
+        bound = "greater than 0, or None for no limit" if allow_none else "0 or more"
+        msg = f"{owner}: `{option}={value!r}` is invalid; give a number of seconds {bound}."
+        raise ConfigError(msg)
+    return float(value)
+
+
+def _mapping(owner: str, option: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        msg = f"{owner}: `{option}={value!r}` is invalid; give a dict with string keys."
+        raise ConfigError(msg)
+    return dict(value)
+
+
+def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptions:
+    """Validate task options; raise :class:`ConfigError` naming the bad one."""
+    name = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
+    if not isinstance(name, str):
+        msg = f"{owner}: `name={name!r}` is invalid; give a string."
+        raise ConfigError(msg)
+    resources = _mapping(owner, "resources", given.get("resources"))
+    for key, amount in resources.items():
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            msg = f"{owner}: resource {key!r}={amount!r} is invalid; give a number of 0 or more."
+            raise ConfigError(msg)
+    return TaskOptions(
+        name=name,
+        retries=_count(owner, "retries", given.get("retries", 0)),
+        retry_delay_seconds=_seconds(
+            owner, "retry_delay_seconds", given.get("retry_delay_seconds", 0), allow_none=False
+        )
+        or 0.0,
+        timeout_seconds=_seconds(
+            owner, "timeout_seconds", given.get("timeout_seconds"), allow_none=True
+        ),
+        crash_retries=_count(owner, "crash_retries", given.get("crash_retries", 0)),
+        resources=resources,
+        runner_options=_mapping(owner, "runner_options", given.get("runner_options")),
+    )
+
+
+class unmapped(Generic[R]):  # noqa: N801 - reads as a marker, like Prefect's
+    """
+    Wrap an argument of :meth:`Task.map` that every run gets whole instead of one element of.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: R) -> None:
+        self.value = value
+
+
+def _current_flow_run(task: Task[..., Any], verb: str) -> FlowRun:
+    flow_run = flow_run_var.get()
+    if flow_run is None:
+        msg = (
+            f"Task {task.name!r} was {verb} outside a flow run; call `{task.name}.{verb[:-2]}()` "
+            f"inside a function decorated with @flow, or call `{task.name}(...)` to run it inline."
+        )
+        raise NoFlowRunError(msg)
+    return flow_run
+
+
+class Task(Generic[P, R]):
+    """
+    A function that runs as task runs: inline when called inside a flow, on the flow's runner
+    with :meth:`submit` and :meth:`map`. Outside a flow, calling it calls the function.
+
+    Create one with :func:`task`.
+    """
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        if not callable(fn):
+            msg = f"@task needs a function, got {fn!r} of type {type(fn).__name__}; decorate a def."
+            raise TypeError(msg)
+        unknown = set(options) - set(_OPTION_NAMES)
+        if unknown:
+            msg = (
+                f"@task got unknown option(s) {', '.join(sorted(unknown))}; "
+                f"the options are {', '.join(_OPTION_NAMES)}."
+            )
+            raise ConfigError(msg)
+        self.fn = fn
+        self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
+        self.is_async = is_async_callable(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        """The task's name, used for its runs' names (``name-1``, ``name-2``, ...)."""
+        return self.options.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __reduce__(self) -> Any:
+        # Pickle by reference when the module attribute is this task, so remote workers import
+        # it; otherwise by value (function and options).
+        module, qualname = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        if module and module != "__main__" and "<locals>" not in qualname:
+            try:
+                obj: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError):
+                obj = None
+            if obj is self:
+                return (_import_task, (module, qualname))
+        return (_rebuild_task, (self.fn, _options_dict(self.options)))
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """
+        A copy of the task with some options changed; raises :class:`ConfigError` for an
+        unknown option.
+        """
+        unknown = set(changes) - set(_OPTION_NAMES)
+        if unknown:
+            msg = (
+                f"Task {self.name!r}.with_options() got unknown option(s) "
+                f"{', '.join(sorted(unknown))}; the options are {', '.join(_OPTION_NAMES)}."
+            )
+            raise ConfigError(msg)
+        merged = _options_dict(self.options)
+        merged.update(changes)
+        return Task(self.fn, **merged)
+
+    # -- calling ----------------------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        flow_run = flow_run_var.get()
+        if flow_run is None:
+            return self.fn(*args, **kwargs)
+        return flow_run.call_inline(self, args, kwargs)  # type: ignore[no-any-return]
+
+    def submit(self, *args: Any, **kwargs: Any) -> RunFuture[R]:
+        """
+        Send one run to the flow's runner and return its future. Futures among the arguments
+        are dependencies: the run starts once they completed, and gets their values.
+        Raises :class:`~conveyor.NoFlowRunError` outside a flow run.
+        """
+        flow_run = _current_flow_run(self, "submitted")
+        return flow_run.submit(self, self.options, args, kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> list[RunFuture[R]]:
+        """
+        Submit one run per element of the iterable arguments and return their futures.
+
+        Arguments wrapped in :class:`unmapped`, strings, bytes, mappings, futures and other
+        non-iterables are passed whole to every run. Iterables must have equal lengths.
+        """
+        flow_run = _current_flow_run(self, "mapped")
+        mapped: dict[int | str, list[Any]] = {}
+        static: dict[int | str, Any] = {}
+        for key, value in [*enumerate(args), *kwargs.items()]:
+            if isinstance(value, unmapped):
+                static[key] = value.value
+            elif isinstance(value, str | bytes | Mapping | RunFuture) or not isinstance(
+                value, Iterable
+            ):
+                static[key] = value
+            else:
+                mapped[key] = list(value)
+        if not mapped:
+            msg = (
+                f"{self.name}.map() got no iterable argument; pass a list (or another "
+                "iterable) to map over, or use .submit() for a single run."
+            )
+            raise ConfigError(msg)
+        lengths = {len(v) for v in mapped.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k!r}: {len(v)}" for k, v in mapped.items())
+            msg = (
+                f"{self.name}.map() got iterables of different lengths ({sizes}); give them "
+                "equal lengths, or wrap the ones to pass whole in unmapped()."
+            )
+            raise ConfigError(msg)
+        futures = []
+        n_pos = len(args)
+        for i in range(lengths.pop()):
+            call_args = tuple(
+                mapped[k][i] if k in mapped else static[k] for k in range(n_pos)
+            )
+            call_kwargs = {
+                k: (mapped[k][i] if k in mapped else static[k]) for k in kwargs
+            }
+            futures.append(flow_run.submit(self, self.options, call_args, call_kwargs))
+        return futures
+
+
+def _options_dict(options: TaskOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in _OPTION_NAMES}
+
+
+def _import_task(module: str, qualname: str) -> Task[..., Any]:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _rebuild_task(fn: Callable[..., Any], options: dict[str, Any]) -> Task[..., Any]:
+    return Task(fn, **options)
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 0,
+    timeout_seconds: float | None = None,
+    crash_retries: int = 0,
+    resources: Mapping[str, float] | None = None,
+    runner_options: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(fn: Any = None, /, **options: Any) -> Any:
+    """
+    Make a function a task; use as ``@task`` or ``@task(retries=2, timeout_seconds=30)``.
+
+    Options: ``name``; ``retries`` and ``retry_delay_seconds`` (for runs whose code raised);
+    ``timeout_seconds`` (the run ends FAILED, named TimedOut, on time); ``crash_retries`` (for
+    runs the infrastructure failed); ``resources`` (e.g. ``{"GPU": 1}``, for runners that take
+    them); ``runner_options`` (passed to the runner as is). Async functions are first-class.
+    """
+    if fn is None:
+        return lambda f: Task(f, **options)
+    return Task(fn, **options)
