@@ -1,0 +1,361 @@
+"""
+The worker-side envelope for runners that execute tasks in other processes (Dask, Ray, a
+subprocess).
+
+The driver packs each attempt with :func:`pack_call`; the worker runs :func:`run_packed`
+instead of the user function; the driver turns what came back into the run's state with
+:func:`report_outcome`. The envelope is why remote runners are honest about failures:
+
+- everything the user's function raises comes back as data (FAILED), while anything the
+  backend raises is infrastructure (CRASHED);
+- ``SystemExit`` and ``KeyboardInterrupt`` inside a task are caught on the worker (CRASHED,
+  ``system-exit``/``interrupted``) and never kill it;
+- arguments that cannot be pickled are caught at submit (``argument-serialization``), arguments
+  that cannot be unpickled on the worker (``argument-deserialization``), results that cannot be
+  pickled or unpickled (``result-serialization``/``result-deserialization``) on the worker,
+  before the run is reported COMPLETED; a generator is never mistaken for its first item;
+- log records the task makes on the worker are shipped back and handled by the driver's
+  loggers, with the run's names.
+
+Upstream values that the backend passes natively (Dask futures, Ray ObjectRefs) travel beside
+the packed payload as ``deps``: the payload holds :class:`Dep` placeholders for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import traceback as tb_module
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from conveyor._context import log_names_var
+from conveyor.states import ResultRef
+
+if TYPE_CHECKING:
+    from conveyor.runners.base import Attempt
+
+__all__ = [
+    "Dep",
+    "Outcome",
+    "PackError",
+    "dumps",
+    "loads",
+    "pack_call",
+    "pack_or_crash",
+    "replay_records",
+    "report_outcome",
+    "run_packed",
+]
+
+try:  # cloudpickle pickles functions defined in __main__, closures and lambdas by value
+    import cloudpickle as _pickler
+except ImportError:  # pragma: no cover - every remote backend ships cloudpickle
+    _pickler = pickle  # type: ignore[no-redef]
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` the way the envelope does (cloudpickle when installed)."""
+    return _pickler.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle what :func:`dumps` made."""
+    return pickle.loads(data)
+
+
+@attrs.frozen
+class Dep:
+    """Placeholder in a packed call for the ``index``-th natively passed upstream value."""
+
+    index: int
+
+
+class PackError(Exception):
+    """The call could not be pickled; the message names the value's type."""
+
+
+@attrs.frozen
+class Outcome:
+    """
+    What the worker sends back besides the value: ``status`` is ``ok``, ``error`` (the user's
+    code raised an :class:`Exception`) or ``crash``. ``error`` holds the pickled exception
+    when it pickled; ``reason`` tags crashes; ``records`` are the task's log records.
+    """
+
+    status: str
+    error: bytes | None = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str | None = None
+    reason: str | None = None
+    records: tuple[dict[str, Any], ...] = ()
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _find_unpicklable(values: list[Any]) -> str:
+    for value in values:
+        try:
+            dumps(value)
+        except Exception:
+            return _describe(value)
+    return "unknown"
+
+
+def pack_call(
+    attempt: Attempt, native: Callable[[Any], Any] | None = None
+) -> tuple[bytes, list[Any]]:
+    """
+    Pickle the attempt's function, arguments and run names; return ``(payload, deps)``.
+
+    ``native(value)`` may return a backend object for an upstream value (a
+    :class:`~conveyor.ResultRef` of this backend) or None; those travel in ``deps``. Raises
+    :class:`PackError` naming the type that cannot be pickled.
+    """
+    deps: list[Any] = []
+    args, kwargs = attempt.args, attempt.kwargs
+    if native is not None:
+        args = _swap_refs(args, native, deps)
+        kwargs = _swap_refs(kwargs, native, deps)
+    else:
+        args = _swap_refs(args, _fetch, deps)
+        kwargs = _swap_refs(kwargs, _fetch, deps)
+    names = (attempt.flow_run_name, attempt.name)
+    try:
+        payload = dumps((attempt.fn, args, kwargs, names, logging.getLogger().getEffectiveLevel()))
+    except Exception as exc:
+        culprit = _find_unpicklable([attempt.fn, *args, *kwargs.values()])
+        msg = f"An argument of type {culprit} cannot be pickled: {type(exc).__name__}: {exc}"
+        raise PackError(msg) from exc
+    return payload, deps
+
+
+def pack_or_crash(
+    attempt: Attempt, native: Callable[[Any], Any] | None = None
+) -> tuple[bytes, list[Any]] | None:
+    """
+    :func:`pack_call`, but an argument that cannot be pickled crashes the attempt
+    (``argument-serialization``) and returns None: ``submit()`` never raises for it, and the
+    task body never runs.
+    """
+    try:
+        return pack_call(attempt, native)
+    except PackError as exc:
+        attempt.crash(str(exc), reason="argument-serialization", exc=exc.__cause__)
+        return None
+    except Exception as exc:  # a ResultRef that could not be fetched
+        attempt.crash(
+            f"An upstream value could not be fetched: {type(exc).__name__}: {exc}",
+            reason="upstream-result",
+            exc=exc,
+        )
+        return None
+
+
+def _fetch(value: Any) -> Any:
+    return None
+
+
+def _swap_refs(obj: Any, native: Callable[[Any], Any], deps: list[Any], depth: int = 0) -> Any:
+    if isinstance(obj, ResultRef):
+        handle = native(obj)
+        if handle is None:
+            return obj.get()
+        deps.append(handle)
+        return Dep(len(deps) - 1)
+    if depth >= 8:
+        return obj
+    if isinstance(obj, dict):
+        if not any(isinstance(v, ResultRef | list | tuple | dict) for v in obj.values()):
+            return obj
+        return {k: _swap_refs(v, native, deps, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        if not any(isinstance(v, ResultRef | list | tuple | dict) for v in obj):
+            return obj
+        items = [_swap_refs(v, native, deps, depth + 1) for v in obj]
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
+    return obj
+
+
+def _fill(obj: Any, deps: tuple[Any, ...], depth: int = 0) -> Any:
+    if isinstance(obj, Dep):
+        return deps[obj.index]
+    if depth >= 8:
+        return obj
+    if isinstance(obj, dict):
+        return {k: _fill(v, deps, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        items = [_fill(v, deps, depth + 1) for v in obj]
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
+    return obj
+
+
+# -- worker side ---------------------------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    """Collects the records of one task run on the worker."""
+
+    def __init__(self, names: tuple[str, str]) -> None:
+        super().__init__(logging.NOTSET)
+        self.names = names
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (getattr(record, "flow_run_name", None), getattr(record, "task_run_name", None)) != self.names:
+            return
+        data = dict(record.__dict__)
+        data["msg"] = record.getMessage()
+        data["args"] = None
+        if record.exc_info:
+            data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        data["exc_info"] = None
+        data["remote"] = True
+        self.records.append(data)
+
+
+def _error(exc: BaseException, status: str, reason: str | None, records: list[dict[str, Any]]) -> Outcome:
+    try:
+        blob: bytes | None = dumps(exc)
+    except Exception:
+        blob = None
+    text = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    return Outcome(status, blob, _describe(exc), str(exc), text, reason, tuple(records))
+
+
+def _run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    from conveyor.runners.base import is_async_callable
+
+    if is_async_callable(fn):
+        import anyio
+
+        return anyio.run(lambda: fn(*args, **kwargs))
+    return fn(*args, **kwargs)
+
+
+def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
+    """
+    Run a packed call on the worker; return ``(outcome, value)``. Never raises.
+
+    ``value`` is the function's return value when ``outcome.status == "ok"`` (checked to
+    pickle and unpickle), else None.
+    """
+    from conveyor.run_logging import install_record_factory
+
+    try:
+        fn, args, kwargs, names, level = loads(payload)
+        args = _fill(args, deps)
+        kwargs = _fill(kwargs, deps)
+    except BaseException as exc:  # noqa: BLE001
+        return _error(exc, "crash", "argument-deserialization", []), None
+    install_record_factory()
+    capture = _Capture(names)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(capture)
+    if level < root.getEffectiveLevel():
+        root.setLevel(level)
+    token = log_names_var.set(names)
+    try:
+        try:
+            value = _run(fn, args, kwargs)
+        except Exception as exc:
+            return _error(exc, "error", None, capture.records), None
+        except SystemExit as exc:
+            return _error(exc, "crash", "system-exit", capture.records), None
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt and friends
+            return _error(exc, "crash", "interrupted", capture.records), None
+    finally:
+        log_names_var.reset(token)
+        root.removeHandler(capture)
+        root.setLevel(old_level)
+    try:
+        buffers: list[Any] = []
+        blob = _pickler.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        outcome = _error(exc, "crash", "result-serialization", capture.records)
+        return attrs.evolve(
+            outcome,
+            error_message=f"The task returned a value of type {_describe(value)} that cannot be "
+            f"pickled: {type(exc).__name__}: {exc}",
+        ), None
+    try:
+        pickle.loads(blob, buffers=buffers)
+    except Exception as exc:
+        outcome = _error(exc, "crash", "result-deserialization", capture.records)
+        return attrs.evolve(
+            outcome,
+            error_message=f"The task returned a value of type {_describe(value)} that pickles "
+            f"but cannot be unpickled: {type(exc).__name__}: {exc}",
+        ), None
+    return Outcome("ok", records=tuple(capture.records)), value
+
+
+# -- driver side ---------------------------------------------------------------------------
+
+
+def replay_records(outcome: Outcome) -> None:
+    """Hand the task's worker-side log records to the driver's loggers."""
+    for data in outcome.records:
+        record = logging.makeLogRecord(data)
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def report_outcome(attempt: Attempt, outcome: Outcome, value: Any) -> None:
+    """
+    Report how a remote attempt ended: replay its logs, then succeed with ``value`` (a value
+    or a :class:`~conveyor.ResultRef`), fail with the user's exception, or crash.
+    """
+    replay_records(outcome)
+    if outcome.status == "ok":
+        attempt.succeed(value)
+        return
+    exc: BaseException | None = None
+    if outcome.error is not None:
+        try:
+            exc = loads(outcome.error)
+        except Exception as load_exc:
+            attempt.crash(
+                f"The task raised {outcome.error_type}: {outcome.error_message}, which cannot be "
+                f"unpickled here: {type(load_exc).__name__}: {load_exc}",
+                reason="result-deserialization",
+                exc=load_exc,
+                traceback=outcome.traceback,
+            )
+            return
+    if outcome.status == "error" and isinstance(exc, Exception):
+        attempt.fail(exc, outcome.traceback)
+        return
+    if outcome.status == "error":
+        attempt.crash(
+            f"The task raised {outcome.error_type}: {outcome.error_message}, which cannot be "
+            "unpickled here.",
+            reason="result-deserialization",
+            traceback=outcome.traceback,
+        )
+        return
+    reason = outcome.reason or "backend-error"
+    if reason == "system-exit":
+        message = f"The task called sys.exit({outcome.error_message})."
+    elif reason == "interrupted":
+        message = f"The task was interrupted by {outcome.error_type}."
+    elif reason == "argument-deserialization":
+        message = (
+            f"The task's arguments could not be unpickled on the worker: "
+            f"{outcome.error_type}: {outcome.error_message}"
+        )
+    else:
+        message = outcome.error_message or f"{outcome.error_type}"
+    attempt.crash(message, reason=reason, exc=exc, traceback=outcome.traceback)
+
