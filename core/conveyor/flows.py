@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -60,6 +61,7 @@ class FlowRun:
         self._counters: dict[str, int] = {}
         self._warned: set[str] = set()
         self._idle_waiters: list[Callable[[], object]] = []
+        self._summary: Counter[str] | None = None
         self.accepting = True
 
     def __repr__(self) -> str:
@@ -73,6 +75,15 @@ class FlowRun:
             self._counters[task_name] = n
         return f"{task_name}-{n}"
 
+    def started(self) -> None:
+        """The runner is started and the body is about to run."""
+        if self._host is not None:
+            self._host.flow_run_started(self)
+
+    def add_summary(self, counts: Counter[str]) -> None:
+        """Count the final states of this run's task runs by name into ``counts``."""
+        self._summary = counts
+
     def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
         if self._observe:
             assert self._host is not None
@@ -80,6 +91,8 @@ class FlowRun:
         if new.type not in _FINAL:
             return
         with self._lock:
+            if self._summary is not None:
+                self._summary[new.name] += 1
             self._inflight.discard(run)
             if new.type is not StateType.COMPLETED:
                 self._failures.append(run.future)
@@ -124,7 +137,7 @@ class FlowRun:
             self._inflight.add(run)
         run.start()
         if runner.concurrency is _SEQUENTIAL:
-            run.future.wait()
+            run.future._wait()
         return run.future
 
     def call_inline(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -309,6 +322,7 @@ class Flow(Generic[P, R]):
         error: BaseException | None = None
         flow_run.runner.start()
         try:
+            flow_run.started()
             tokens = flow_run._begin()
             try:
                 value = self.fn(*args, **kwargs)
@@ -331,6 +345,7 @@ class Flow(Generic[P, R]):
         error: BaseException | None = None
         await flow_run.runner.__aenter__()
         try:
+            flow_run.started()
             tokens = flow_run._begin()
             try:
                 value = await self.fn(*args, **kwargs)  # type: ignore[misc]
@@ -363,9 +378,11 @@ def _stop_quietly(runner: Runner, error: BaseException | None) -> None:
 
 
 def _finish(flow_run: FlowRun, value: Any, error: BaseException | None, return_state: bool) -> Any:
+    state = flow_run.final_state(value, error)
+    if flow_run._host is not None:
+        flow_run._host.flow_run_finished(flow_run, state)
     if error is not None and not isinstance(error, Exception):
         raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
-    state = flow_run.final_state(value, error)
     if return_state:
         return state
     if error is not None:

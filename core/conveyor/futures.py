@@ -99,6 +99,10 @@ class RunFuture(Generic[T]):
         if the run is not final by then. Never raises.
         """
         self._observed = True
+        return self._wait(timeout)
+
+    def _wait(self, timeout: float | None = None) -> State[T] | None:
+        """Wait like :meth:`wait`, without counting as a check of the run's outcome."""
         if self._state.type in FINAL_TYPES:
             return self._state
         event = threading.Event()

@@ -1,0 +1,102 @@
+"""
+Tasks the conformance suite runs. They live in an importable module so that runners that
+execute tasks in other processes can unpickle them by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from conveyor.tasks import task
+
+
+def bump(path: str) -> int:
+    """Append one line to ``path`` and return how many lines it now has (a run counter)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return count(path)
+
+
+def count(path: str) -> int:
+    """How many times :func:`bump` ran on ``path``."""
+    p = Path(path)
+    return len(p.read_text(encoding="utf-8").splitlines()) if p.exists() else 0
+
+
+@task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task
+def identity(x: object) -> object:
+    return x
+
+
+@task
+async def async_add(x: int, y: int) -> int:
+    await anyio.sleep(0.01)
+    return x + y
+
+
+class ConformanceError(ValueError):
+    """The error the failing tasks raise."""
+
+
+@task
+def fail(message: str) -> None:
+    raise ConformanceError(message)
+
+
+@task
+def exit_task(code: int) -> None:
+    sys.exit(code)
+
+
+@task
+def count_runs(path: str) -> int:
+    return bump(path)
+
+
+@task
+def mark(value: object, path: str) -> object:
+    bump(path)
+    return value
+
+
+@task
+def flaky(path: str, failures: int) -> int:
+    n = bump(path)
+    if n <= failures:
+        raise ConformanceError(f"attempt {n} fails on purpose")
+    return n
+
+
+@task
+def sleep_then_mark(seconds: float, path: str) -> str:
+    time.sleep(seconds)
+    bump(path)
+    return "slept"
+
+
+@task
+def heartbeat(path: str, beats: int, interval: float) -> int:
+    for _ in range(beats):
+        bump(path)
+        time.sleep(interval)
+    return beats
+
+
+@task
+def wait_for_file(path: str, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.02)
+    return False
