@@ -1,0 +1,81 @@
+"""
+:class:`DaskResult`: the result of a completed run, kept on the Dask cluster until asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from conveyor.exceptions import CrashedRun
+from conveyor.states import ResultRef
+
+__all__ = ["DaskResult"]
+
+_UNSET: Any = object()
+
+
+class DaskResult(ResultRef[Any]):
+    """
+    A completed run's value, held on a Dask worker by ``future``.
+
+    The driver fetches it only in :meth:`get` (then keeps it, and releases the Dask copy).
+    Until then, a downstream run on the same runner receives the Dask future itself, so the
+    value moves from worker to worker. :meth:`get` raises :class:`~conveyor.CrashedRun`
+    (``result-lost``) when the value is gone: its worker died (conveyor never lets Dask
+    recompute a completed run), or the runner that owned the cluster stopped.
+    """
+
+    __slots__ = ("_lock", "_value", "client", "future", "name")
+
+    def __init__(self, future: Any, client: Any, name: str) -> None:
+        self.future: Any = future
+        self.client = client
+        self.name = name
+        self._value: Any = _UNSET
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        where = "fetched" if self._value is not _UNSET else "on the cluster"
+        return f"<DaskResult of {self.name} ({where})>"
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the value was fetched to this process."""
+        return self._value is not _UNSET
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._value is not _UNSET:
+                return self._value
+            future = self.future
+            try:
+                value = future.result()
+            except (KeyboardInterrupt, SystemExit):  # pragma: no cover - the user's own
+                raise
+            except BaseException as exc:  # noqa: BLE001 - CancelledError is a BaseException
+                msg = (
+                    f"The result of {self.name!r} is no longer on the Dask cluster "
+                    f"({type(exc).__name__}: {exc}); the worker holding it died or the runner "
+                    "stopped. Fetch results inside the flow (future.result()) to keep them."
+                )
+                raise CrashedRun(msg, "result-lost") from None
+            self._value = value
+            self.future = None
+            try:
+                future.release()
+            except Exception:  # pragma: no cover - a closed client
+                pass
+            return value
+
+    def __getstate__(self) -> Any:
+        # Pickles as its value when fetched, else as the Dask future (usable on the cluster).
+        return {"future": self.future, "value": self._value if self.fetched else None,
+                "fetched": self.fetched, "name": self.name}
+
+    def __setstate__(self, state: Any) -> None:
+        self.future = state["future"]
+        self.client = None
+        self.name = state["name"]
+        self._value = state["value"] if state["fetched"] else _UNSET
+        self._lock = threading.Lock()

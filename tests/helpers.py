@@ -1,0 +1,71 @@
+"""Shared helpers for the tests: bounded waiting and small observer plugins."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from conveyor import hookimpl
+
+BOUND = 30.0
+
+
+def wait_until(predicate: Callable[[], object], limit: float = BOUND) -> bool:
+    """Poll ``predicate`` until it is true or ``limit`` seconds pass; return its last value."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+class StateRecorder:
+    """An observer plugin that records task-run state changes and flow-run events."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changes: list[tuple[str, str, str]] = []
+        self.flows: list[tuple[str, str]] = []
+
+    @hookimpl
+    def conveyor_task_run_state_changed(self, future: Any, old: Any, new: Any) -> None:
+        with self.lock:
+            self.changes.append((future.name, old.name, new.name))
+
+    @hookimpl
+    def conveyor_flow_run_started(self, flow_run: Any) -> None:
+        with self.lock:
+            self.flows.append((flow_run.name, "started"))
+
+    @hookimpl
+    def conveyor_flow_run_finished(self, flow_run: Any, state: Any) -> None:
+        with self.lock:
+            self.flows.append((flow_run.name, state.name))
+
+
+def make_distribution(
+    root: Any,
+    dist: str,
+    version: str,
+    entry_points: dict[str, str],
+    modules: dict[str, str],
+) -> None:
+    """
+    Write a real installed distribution into ``root`` (a folder to put on ``sys.path``): its
+    modules and a ``*.dist-info`` with METADATA and entry points in group ``conveyor``, which
+    ``importlib.metadata`` and therefore conveyor's plugin host find like any installed one.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(source)
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = ["[conveyor]", *(f"{k} = {v}" for k, v in entry_points.items())]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    (info / "RECORD").write_text("")

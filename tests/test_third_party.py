@@ -1,0 +1,310 @@
+"""
+A third-party runner plugin, installed for real: ``examples/conveyor_subprocess``.
+
+The plugin is installed the way pip leaves a distribution on disk, without pip or the network:
+a ``conveyor_subprocess-<version>.dist-info`` folder (its ``METADATA`` and ``entry_points.txt``
+written from the example's own ``pyproject.toml``) in a temporary folder on ``sys.path``, next
+to the example's source folder (the idea of importlib_metadata's ``DistInfoPkg`` fixture).
+``importlib.metadata``, and so conveyor's plugin host, find it like any installed distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from conveyor import ConfigError, State, StateType, flow, task
+from conveyor.plugins import PluginHost, use_host
+from conveyor.runners import Runner
+from conveyor.testing import RunnerConformance
+from conveyor.testing import _tasks as t
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conveyor_subprocess"
+BOUND = 60.0  # a bound against hangs, not a timing
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+PROJECT = _pyproject()["project"]
+VERSION = PROJECT["version"]
+
+
+def _write_dist_info(site: Path) -> None:
+    """Write the example's ``.dist-info`` into ``site``, from its pyproject.toml."""
+    info = site / f"{PROJECT['name'].replace('-', '_')}-{VERSION}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {PROJECT['name']}\nVersion: {VERSION}\n"
+        f"Requires-Dist: conveyor\n",
+        encoding="utf-8",
+    )
+    lines = ["[conveyor]"]
+    lines += [f"{name} = {value}" for name, value in PROJECT["entry-points"]["conveyor"].items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """
+    conveyor-subprocess installed as a real distribution for this module's tests; yields the
+    ``sys.path`` entries that install it.
+    """
+    import importlib
+
+    site = tmp_path_factory.mktemp("site-packages")
+    _write_dist_info(site)
+    entries = [str(site), str(EXAMPLE)]
+    sys.path[:0] = entries
+    importlib.invalidate_caches()
+    try:
+        yield entries
+    finally:
+        for entry in entries:
+            sys.path.remove(entry)
+        for name in [m for m in sys.modules if m.split(".")[0] == "conveyor_subprocess"]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+
+
+@pytest.fixture
+def host(installed: list[str]) -> Iterator[PluginHost]:
+    """A fresh plugin host that discovers entry points, as the process's host."""
+    with use_host(PluginHost(blocked=set())) as fresh:
+        yield fresh
+
+
+# Tasks for these tests. Defined here, they travel to the children by value (cloudpickle).
+
+
+@task
+def getpid() -> int:
+    return os.getpid()
+
+
+@task
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+@task
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def chatty(n: int) -> int:
+    for i in range(n):
+        print(f"line {i} that must not reach the result channel")
+    return n
+
+
+def _final(run: Any) -> State[Any]:
+    state = run.wait(BOUND)
+    assert state is not None, "the run did not end within the bound"
+    return state  # type: ignore[no-any-return]
+
+
+class TestDiscovery:
+    def test_plugin_host_lists_it_with_its_distribution(self, host: PluginHost) -> None:
+        """A fresh plugin host finds `subprocess` through the entry point of conveyor-subprocess."""
+        from conveyor_subprocess import SubprocessRunner
+
+        entry = host.runner("subprocess")
+        assert entry is not None, host.problems()
+        assert entry.runner_class is SubprocessRunner
+        assert (entry.distribution, entry.version, entry.plugin) == (
+            "conveyor-subprocess",
+            VERSION,
+            "subprocess",
+        )
+        assert {"sequential", "concurrent", "subprocess"} <= set(host.registry.names())
+        assert [p for p in host.problems() if p.distribution == "conveyor-subprocess"] == []
+
+    def test_cli_lists_it(self, installed: list[str], tmp_path: Path) -> None:
+        """`conveyor runners --json` in a new interpreter lists `subprocess` and its capabilities."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env["PYTHONPATH"] = os.pathsep.join(installed)
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", "runners", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=BOUND,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        listed = {r["name"]: r for r in json.loads(done.stdout)["runners"]}
+        mine = listed["subprocess"]
+        assert (mine["distribution"], mine["version"]) == ("conveyor-subprocess", VERSION)
+        assert mine["class"] == "conveyor_subprocess.runner.SubprocessRunner"
+        assert mine["concurrency"] == "parallel"
+        assert mine["capabilities"] == {
+            "hard_timeouts": True,
+            "cancel_running": True,
+            "native_futures": False,
+            "resources": False,
+            "isolation": True,
+        }
+
+
+class TestSelection:
+    def test_selected_by_name_from_the_environment(
+        self, host: PluginHost, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """CONVEYOR_RUNNER=subprocess moves an unchanged flow onto it: each run in its own process."""
+        monkeypatch.setenv("CONVEYOR_RUNNER", "subprocess")
+
+        @flow(runner="concurrent")  # the environment overrides the decorator
+        def pids() -> list[int]:
+            return [f.result(timeout=BOUND) for f in [getpid.submit() for _ in range(3)]]
+
+        found = pids()
+        assert os.getpid() not in found
+        assert len(set(found)) == 3  # a fresh process per attempt
+
+    def test_options_from_the_environment(
+        self, host: PluginHost, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Its options come from CONVEYOR_RUNNER_OPTIONS, and a bad value names the option."""
+        from conveyor.config import resolve_runner
+        from conveyor_subprocess import SubprocessRunner
+
+        monkeypatch.setenv("CONVEYOR_RUNNER", "subprocess")
+        monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"max_workers": 3}')
+        assert resolve_runner(host=host) == SubprocessRunner(max_workers=3)
+        monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"max_workers": 0}')
+        with pytest.raises(ConfigError, match="max_workers=0"):
+            resolve_runner(host=host)
+        monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"workers": 3}')
+        with pytest.raises(ConfigError, match="'workers'.*max_workers, python"):
+            resolve_runner(host=host)
+
+
+class TestIsolation:
+    @pytest.fixture
+    def runner(self, installed: list[str]) -> Runner:
+        from conveyor_subprocess import SubprocessRunner
+
+        return SubprocessRunner()
+
+    def test_os_exit_is_a_crash_and_the_flow_carries_on(self, runner: Runner) -> None:
+        """A task that calls os._exit ends CRASHED worker-died; the flow and the runner go on."""
+
+        @flow(runner=runner)
+        def exiting() -> tuple[State[Any], int]:
+            state = _final(exit_hard.submit(1))
+            return state, t.add.submit(2, 3).result(timeout=BOUND)
+
+        state, after = exiting()
+        assert state.type is StateType.CRASHED
+        assert state.reason == "worker-died"
+        assert "exited with code 1" in state.message
+        assert after == 5
+
+    def test_killed_child_is_a_crash(self, runner: Runner) -> None:
+        """A child killed by a signal ends its run CRASHED worker-died, naming the signal."""
+
+        @flow(runner=runner)
+        def killed() -> State[Any]:
+            return _final(kill_self.submit())
+
+        state = killed()
+        assert state.type is StateType.CRASHED
+        assert state.reason == "worker-died"
+        assert "SIGKILL" in state.message
+
+    def test_prints_do_not_corrupt_the_result(self, runner: Runner) -> None:
+        """What a task prints goes to stderr; its result still arrives intact."""
+
+        @flow(runner=runner)
+        def printing() -> int:
+            return chatty.submit(200).result(timeout=BOUND)
+
+        assert printing() == 200
+
+    def test_cancelled_while_queued_never_starts(self, installed: list[str], tmp_path: Path) -> None:
+        """With every worker busy, a cancelled queued run ends CANCELLED and its body never runs."""
+        from conveyor_subprocess import SubprocessRunner
+
+        gate, marker = str(tmp_path / "gate"), str(tmp_path / "ran")
+
+        @flow(runner=SubprocessRunner(max_workers=1))
+        def queued() -> tuple[bool, State[Any]]:
+            blocker = t.wait_for_file.submit(gate, BOUND)  # holds the only worker
+            waiting = t.mark.submit("x", marker)  # no dependency: queued in the runner
+            cancelled = waiting.cancel()
+            Path(gate).touch()
+            assert blocker.result(timeout=BOUND) is True
+            return cancelled, _final(waiting)
+
+        cancelled, state = queued()
+        assert cancelled is True
+        assert state.type is StateType.CANCELLED
+        assert not Path(marker).exists()
+
+    def test_children_do_not_outlive_the_flow(self, runner: Runner, tmp_path: Path) -> None:
+        """A flow whose body raises while a child runs leaves no child process behind."""
+        beats = str(tmp_path / "beats")
+        children: list[psutil.Process] = []
+
+        @flow(runner=runner)
+        def abandoning() -> None:
+            t.heartbeat.submit(beats, 2000, 0.05)
+            assert _wait_until(lambda: t.count(beats) >= 1)
+            children.extend(_my_children())
+            raise RuntimeError("the body gives up")
+
+        state = abandoning(return_state=True)
+        assert state.is_failed()
+        assert children, "the heartbeat ran in no child process"
+        _, alive = psutil.wait_procs(children, timeout=BOUND)
+        assert alive == []
+
+
+def _my_children() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "conveyor_subprocess._child" in child.cmdline():
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _wait_until(predicate: Any, limit: float = BOUND) -> bool:
+    import time
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+class TestSubprocessConformance(RunnerConformance):
+    """The conformance suite, including hard timeouts and cancelling running work."""
+
+    @pytest.fixture
+    def runner(self, installed: list[str]) -> Runner:
+        from conveyor_subprocess import SubprocessRunner
+
+        return SubprocessRunner()
