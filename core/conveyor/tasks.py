@@ -77,7 +77,7 @@ def _mapping(owner: str, option: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptions:
+def _make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptions:
     """Validate task options; raise :class:`ConfigError` naming the bad one."""
     name = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
     if not isinstance(name, str):
@@ -146,7 +146,7 @@ class Task(Generic[P, R]):
             )
             raise ConfigError(msg)
         self.fn = fn
-        self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
+        self.options = _make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 

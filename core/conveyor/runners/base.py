@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from conveyor._engine import TaskRun
 
-__all__ = ["Attempt", "Capabilities", "ConcurrencyType", "Runner"]
+__all__ = ["Attempt", "Capabilities", "ConcurrencyType", "Runner", "is_async_callable"]
 
 R = TypeVar("R", bound="Runner")
 

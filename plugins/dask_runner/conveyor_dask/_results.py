@@ -26,7 +26,7 @@ class DaskResult(ResultRef[Any]):
     recompute a completed run), or the runner that owned the cluster stopped.
     """
 
-    __slots__ = ("_lock", "_value", "client", "future", "name")
+    __slots__ = ("__weakref__", "_lock", "_value", "client", "future", "name")
 
     def __init__(self, future: Any, client: Any, name: str) -> None:
         self.future: Any = future
