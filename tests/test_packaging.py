@@ -6,6 +6,8 @@ The distributions behave as DESIGN.md promises, installed by pip into fresh virt
   ``conveyor runners`` imports ``distributed``.
 - A plain (non-editable) ``pip install`` of the repository gives the core alone, whose
   ``conveyor run`` runs ``examples/greetings.py``.
+- The third-party example ``examples/conveyor_subprocess``, pip-installed beside the core from
+  its own ``pyproject.toml``, is listed and runs greetings when selected by name.
 
 Each scenario builds one virtual environment per test session. pip fetches hatchling and the
 backends' dependencies from the package index.
@@ -39,20 +41,24 @@ def _env() -> dict[str, str]:
     }
 
 
-def _run(cmd: list[Any], *, cwd: Path, bound: float = RUN_BOUND) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[Any], *, cwd: Path, bound: float = RUN_BOUND, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(c) for c in cmd],
         capture_output=True,
         text=True,
-        env=_env(),
+        env={**_env(), **(env or {})},
         cwd=cwd,
         timeout=bound,
         check=False,
     )
 
 
-def _ok(cmd: list[Any], *, cwd: Path, bound: float = RUN_BOUND) -> subprocess.CompletedProcess[str]:
-    done = _run(cmd, cwd=cwd, bound=bound)
+def _ok(
+    cmd: list[Any], *, cwd: Path, bound: float = RUN_BOUND, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = _run(cmd, cwd=cwd, bound=bound, env=env)
     assert done.returncode == 0, (
         f"{' '.join(map(str, cmd))} exited {done.returncode}\n{done.stdout[-3000:]}\n"
         f"{done.stderr[-3000:]}"
@@ -111,6 +117,14 @@ def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """A venv where a plain, non-editable ``pip install <repo>`` ran."""
     venv = Venv(tmp_path_factory.mktemp("core") / "venv")
     venv.install(REPO)
+    return venv
+
+
+@pytest.fixture(scope="session")
+def third_party_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """A venv with the core and the conveyor-subprocess example, both pip-installed."""
+    venv = Venv(tmp_path_factory.mktemp("third-party") / "venv")
+    venv.install(REPO, REPO / "examples" / "conveyor_subprocess")
     return venv
 
 
@@ -185,3 +199,27 @@ class TestCoreAlone:
             "import conveyor, pathlib; "
             f"assert not pathlib.Path(conveyor.__file__).resolve().is_relative_to({str(REPO)!r})"
         )
+
+
+class TestThirdPartyWheel:
+    def test_listed_and_selected_by_name(self, third_party_venv: Venv) -> None:
+        """pip-installed conveyor-subprocess is listed, and CONVEYOR_RUNNER=subprocess runs on it."""
+        runners = {r["name"]: r for r in third_party_venv.runners()["runners"]}
+        assert runners["subprocess"]["distribution"] == "conveyor-subprocess"
+        assert runners["subprocess"]["version"] == "0.1.0"
+        done = _ok(
+            [
+                third_party_venv.bin / "conveyor",
+                "run",
+                REPO / "examples" / "greetings.py:greetings",
+                "-p",
+                'names=["zaphod", "trillian"]',
+                "--json",
+            ],
+            cwd=third_party_venv.path,
+            env={"CONVEYOR_RUNNER": "subprocess"},
+        )
+        summary = json.loads(done.stdout[done.stdout.index("{") :])
+        assert (summary["runner"], summary["state"]) == ("subprocess", "Completed")
+        assert summary["task_runs"] == {"Completed": 4}
+        assert "hello zaphod" in done.stderr  # printed in a child, which prints to stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conveyor_subprocess"
+GUIDE = EXAMPLE / "WRITING_A_RUNNER.md"
 BOUND = 60.0  # a bound against hangs, not a timing
 
 
@@ -45,18 +47,27 @@ PROJECT = _pyproject()["project"]
 VERSION = PROJECT["version"]
 
 
-def _write_dist_info(site: Path) -> None:
-    """Write the example's ``.dist-info`` into ``site``, from its pyproject.toml."""
-    info = site / f"{PROJECT['name'].replace('-', '_')}-{VERSION}.dist-info"
+def _write_dist_info(site: Path, project: dict[str, Any]) -> None:
+    """
+    Install ``project`` (a pyproject.toml ``[project]`` table) into ``site`` as pip would leave
+    it for discovery: a ``<name>-<version>.dist-info`` with METADATA and entry_points.txt.
+    """
+    name, version = project["name"], project["version"]
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
+    requires = "".join(f"Requires-Dist: {r}\n" for r in project.get("dependencies", []))
     (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {PROJECT['name']}\nVersion: {VERSION}\n"
-        f"Requires-Dist: conveyor\n",
-        encoding="utf-8",
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}", encoding="utf-8"
     )
     lines = ["[conveyor]"]
-    lines += [f"{name} = {value}" for name, value in PROJECT["entry-points"]["conveyor"].items()]
+    lines += [f"{ep} = {value}" for ep, value in project["entry-points"]["conveyor"].items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _subprocess_env(pythonpath: list[str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +79,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     import importlib
 
     site = tmp_path_factory.mktemp("site-packages")
-    _write_dist_info(site)
+    _write_dist_info(site, PROJECT)
     entries = [str(site), str(EXAMPLE)]
     sys.path[:0] = entries
     importlib.invalidate_caches()
@@ -138,13 +149,11 @@ class TestDiscovery:
 
     def test_cli_lists_it(self, installed: list[str], tmp_path: Path) -> None:
         """`conveyor runners --json` in a new interpreter lists `subprocess` and its capabilities."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        env["PYTHONPATH"] = os.pathsep.join(installed)
         done = subprocess.run(
             [sys.executable, "-m", "conveyor", "runners", "--json"],
             capture_output=True,
             text=True,
-            env=env,
+            env=_subprocess_env(installed),
             cwd=tmp_path,
             timeout=BOUND,
             check=False,
@@ -249,15 +258,52 @@ class TestIsolation:
         def queued() -> tuple[bool, State[Any]]:
             blocker = t.wait_for_file.submit(gate, BOUND)  # holds the only worker
             waiting = t.mark.submit("x", marker)  # no dependency: queued in the runner
+            after = t.add.submit(1, 1)  # queued behind it, in order
             cancelled = waiting.cancel()
             Path(gate).touch()
             assert blocker.result(timeout=BOUND) is True
+            assert after.result(timeout=BOUND) == 2  # so `waiting` had its turn, if any
             return cancelled, _final(waiting)
 
         cancelled, state = queued()
         assert cancelled is True
         assert state.type is StateType.CANCELLED
         assert not Path(marker).exists()
+
+    def test_cancel_kills_the_running_child(self, runner: Runner, tmp_path: Path) -> None:
+        """cancel() on a running run kills its process at once, while the flow still runs."""
+        beats = str(tmp_path / "beats")
+
+        @flow(runner=runner)
+        def cancelling() -> tuple[State[Any], list[psutil.Process]]:
+            run = t.heartbeat.submit(beats, 2000, 0.05)
+            assert _wait_until(lambda: t.count(beats) >= 1)
+            children = _my_children()
+            assert run.cancel() is True
+            _, alive = psutil.wait_procs(children, timeout=BOUND)  # before the runner stops
+            return _final(run), alive
+
+        state, alive = cancelling()
+        assert alive == []
+        assert (state.type, state.reason) == (StateType.CANCELLED, "stopped")
+
+    def test_timeout_kills_the_child(self, runner: Runner, tmp_path: Path) -> None:
+        """A run past its timeout is TimedOut and its process is gone, while the flow still runs."""
+        beats = str(tmp_path / "beats")
+        beating = t.heartbeat.with_options(timeout_seconds=1.0)
+
+        @flow(runner=runner)
+        def timing_out() -> tuple[State[Any], list[psutil.Process]]:
+            run = beating.submit(beats, 2000, 0.05)
+            assert _wait_until(lambda: t.count(beats) >= 1)
+            children = _my_children()
+            state = _final(run)
+            _, alive = psutil.wait_procs(children, timeout=BOUND)  # before the runner stops
+            return state, alive
+
+        state, alive = timing_out()
+        assert alive == []
+        assert (state.name, state.reason) == ("TimedOut", "stopped")
 
     def test_children_do_not_outlive_the_flow(self, runner: Runner, tmp_path: Path) -> None:
         """A flow whose body raises while a child runs leaves no child process behind."""
@@ -308,3 +354,74 @@ class TestSubprocessConformance(RunnerConformance):
         from conveyor_subprocess import SubprocessRunner
 
         return SubprocessRunner()
+
+
+def guide_files(markdown: Path) -> dict[str, str]:
+    """The code blocks of a guide that start with ``# file: NAME``, by NAME."""
+    text = markdown.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```\w*\n(# file: (\S+)\n.*?)^```", text, flags=re.S | re.M)
+    return {name: body for body, name in blocks}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guide's plugin written out as a project folder, installed as its own site dir."""
+    folder = tmp_path_factory.mktemp("conveyor-pool")
+    files = guide_files(GUIDE)
+    assert {"pyproject.toml", "conveyor_pool.py", "test_conveyor_pool.py"} <= set(files)
+    for name, body in files.items():
+        (folder / name).write_text(body, encoding="utf-8")
+    pyproject = tomllib.loads(files["pyproject.toml"])
+    _write_dist_info(folder, pyproject["project"])
+    return folder
+
+
+class TestWritingARunnerGuide:
+    """The guide's code is a complete plugin: it installs, is listed, and passes conformance."""
+
+    def test_guide_plugin_is_listed(self, project: Path) -> None:
+        """Installed, the guide's plugin appears in `conveyor runners` from conveyor-pool."""
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", "runners", "--json"],
+            capture_output=True,
+            text=True,
+            env=_subprocess_env([str(project)]),
+            cwd=project,
+            timeout=BOUND,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)
+        pool = {r["name"]: r for r in listed["runners"]}["pool"]
+        assert (pool["distribution"], pool["version"]) == ("conveyor-pool", "0.1.0")
+        assert listed["problems"] == []
+
+    def test_guide_conformance_passes(self, project: Path) -> None:
+        """The guide's test file, run by pytest as its author would, passes the suite."""
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider",
+             "test_conveyor_pool.py"],
+            capture_output=True,
+            text=True,
+            env=_subprocess_env([str(project)]),
+            cwd=project,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert re.search(r"\b\d+ passed", done.stdout)
+        assert " failed" not in done.stdout
+
+    def test_guide_observer_runs(self, project: Path) -> None:
+        """The guide's observer example runs as a script."""
+        done = subprocess.run(
+            [sys.executable, "observe_runs.py"],
+            capture_output=True,
+            text=True,
+            env=_subprocess_env([str(project)]),
+            cwd=project,
+            timeout=BOUND,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Completed, task runs {'Completed': 3}" in done.stdout

@@ -8,10 +8,12 @@ tasks cost one thread. The loop is asyncio's, so task code may use asyncio or an
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 
 class LoopThread:

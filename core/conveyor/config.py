@@ -259,10 +259,24 @@ def _unknown(name: str, host: PluginHost) -> ConfigError:
 
 
 def _hints(cls: type[Runner]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:
-        return {}
+    """The evaluated types of the runner's init fields (those that can be evaluated)."""
+    namespaces = [vars(sys.modules[c.__module__]) for c in cls.__mro__ if c.__module__ in sys.modules]
+    hints: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        if not field.init:
+            continue
+        annotation = field.type
+        if isinstance(annotation, str):
+            for ns in namespaces:
+                try:
+                    annotation = eval(annotation, dict(ns))  # noqa: S307 - the class's own annotation
+                    break
+                except Exception:
+                    continue
+            else:
+                continue
+        hints[field.name] = annotation
+    return hints
 
 
 def _matches(value: Any, expected: Any) -> bool:

@@ -9,11 +9,10 @@ looked at that run's result or state.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
+import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -28,6 +27,8 @@ from conveyor.runners.sequential import SequentialRunner
 from conveyor.states import Completed, Failed, State, StateType
 
 if TYPE_CHECKING:
+    import asyncio
+
     from conveyor.plugins.manager import PluginHost
     from conveyor.tasks import Task
 
@@ -48,7 +49,7 @@ class FlowRun:
 
     def __init__(self, flow: Flow[..., Any], runner: Runner, host: PluginHost | None) -> None:
         self.flow = flow
-        self.id = uuid.uuid4().hex[:8]
+        self.id = os.urandom(4).hex()
         self.name = f"{flow.name}-{self.id}"
         self.runner = runner
         self._inline = SequentialRunner().start()
@@ -178,6 +179,8 @@ class FlowRun:
 
     async def wait_all_async(self) -> None:
         """Await until every submitted task run is final, without blocking the loop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while True:
             waiter = loop.create_future()
@@ -214,6 +217,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 def _in_event_loop() -> bool:
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -228,6 +233,8 @@ class _LoopInlineRunner(Runner):
     concurrency = ConcurrencyType.CONCURRENT
 
     def execute(self, attempt: Any) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         attempt.handle = (loop, loop.create_task(attempt.call_async()))
 

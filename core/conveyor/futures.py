@@ -9,7 +9,6 @@ lighter than :class:`concurrent.futures.Future` (a kept future costs a few hundr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from conveyor.states import FINAL_TYPES, State
 
 if TYPE_CHECKING:
+    import asyncio
+
     from conveyor._engine import TaskRun
 
 __all__ = [
@@ -153,6 +154,8 @@ class RunFuture(Generic[T]):
         return self.result()
 
     async def _wait_async(self) -> None:
+        import asyncio
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -4,7 +4,6 @@ The one module that reads installed distributions' metadata.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import NamedTuple
 
 GROUP = "conveyor"
@@ -22,6 +21,8 @@ class EntryPoint(NamedTuple):
 
 def conveyor_entry_points() -> list[EntryPoint]:
     """The entry points in group ``conveyor``, one per (distribution, name), sorted by name."""
+    from importlib import metadata
+
     found: dict[tuple[str, str], EntryPoint] = {}
     for ep in metadata.entry_points(group=GROUP):
         dist = getattr(ep, "dist", None)
@@ -33,6 +34,8 @@ def conveyor_entry_points() -> list[EntryPoint]:
 
 def version_of(distribution: str) -> str:
     """The installed version of ``distribution``, or ``"unknown"``."""
+    from importlib import metadata
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

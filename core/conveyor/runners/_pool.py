@@ -27,7 +27,6 @@ class WorkerPool:
         self._max = max_workers
         self._name = name
         self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._active = 0  # workers that count against max_workers
         self._threads: dict[threading.Thread, object] = {}
@@ -40,12 +39,13 @@ class WorkerPool:
             msg = f"Pool {self._name!r} is shut down; it takes no more work."
             raise RuntimeError(msg)
         self._queue.put(fn)
-        if self._idle.acquire(blocking=False):
-            return
-        with self._lock:
-            if self._active < self._max:
-                self._active += 1
-                self._spawn()
+        # Workers start on demand up to max_workers and then stay; no idle bookkeeping on the
+        # hot path (ThreadPoolExecutor's idle semaphore costs more than it saves here).
+        if self._active < self._max:
+            with self._lock:
+                if self._active < self._max:
+                    self._active += 1
+                    self._spawn()
 
     def _spawn(self) -> None:
         self._seq += 1
@@ -70,11 +70,11 @@ class WorkerPool:
                     fn()
                 except BaseException:  # noqa: BLE001 - the item reports its own errors
                     pass
-                with self._lock:
-                    if self._active > self._max:  # grew while a worker waited; shrink back
-                        self._active -= 1
-                        return
-                self._idle.release()
+                if self._active > self._max:  # grew while a worker waited; shrink back
+                    with self._lock:
+                        if self._active > self._max:
+                            self._active -= 1
+                            return
         finally:
             with self._lock:
                 self._threads.pop(me, None)
@@ -83,13 +83,7 @@ class WorkerPool:
         """The calling worker blocks: free its slot, and start a worker if work is queued."""
         with self._lock:
             self._active -= 1
-            if self._closed or self._queue.empty():
-                return
-        if self._idle.acquire(blocking=False):
-            self._idle.release()
-            return
-        with self._lock:
-            if self._active < self._max:
+            if not self._closed and not self._queue.empty() and self._active < self._max:
                 self._active += 1
                 self._spawn()
 

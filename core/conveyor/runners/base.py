@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import inspect
-import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -213,6 +211,8 @@ class Runner:
 
 
 def _format_exception(exc: BaseException) -> str:
+    import traceback
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -390,7 +390,13 @@ class Attempt:
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` is a coroutine function (also through ``functools.partial``)."""
-    while hasattr(fn, "func"):
+    while hasattr(fn, "func"):  # functools.partial
         fn = fn.func
-    return inspect.iscoroutinefunction(fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: look at its __call__
+        code = getattr(getattr(fn, "__call__", None), "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_COROUTINE)
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from conveyor._loop import LoopThread
 from conveyor.exceptions import ConfigError
 from conveyor.runners._pool import WorkerPool
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+
+if TYPE_CHECKING:
+    from conveyor._loop import LoopThread
 
 __all__ = ["ConcurrentRunner"]
 
@@ -77,6 +79,8 @@ class ConcurrentRunner(Runner):
         if attempt.is_async:
             with self._lock:
                 if self._loop is None:
+                    from conveyor._loop import LoopThread
+
                     self._loop = LoopThread("conveyor-async-loop")
                 loop = self._loop
             attempt.handle = loop.submit(attempt.call_async())

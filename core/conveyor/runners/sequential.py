@@ -5,12 +5,14 @@ The ``sequential`` runner: each submitted run executes at once, in the caller's 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from conveyor._loop import LoopThread
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+
+if TYPE_CHECKING:
+    from conveyor._loop import LoopThread
 
 __all__ = ["SequentialRunner"]
 
@@ -36,6 +38,8 @@ class SequentialRunner(Runner):
     def _event_loop(self) -> LoopThread:
         with self._loop_lock:
             if self._loop is None:
+                from conveyor._loop import LoopThread
+
                 self._loop = LoopThread("conveyor-sequential-loop")
             return self._loop
 
