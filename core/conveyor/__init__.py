@@ -41,7 +41,7 @@ from conveyor.plugins.hookspecs import hookimpl
 from conveyor.run_logging import get_run_logger
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
 from conveyor.states import ResultRef, State, StateType
-from conveyor.tasks import Task, task, unmapped
+from conveyor.tasks import RunStream, Task, task, unmapped
 
 __all__ = [
     "ALL_COMPLETED",
@@ -61,6 +61,7 @@ __all__ = [
     "PluginError",
     "ResultRef",
     "RunFuture",
+    "RunStream",
     "Runner",
     "RunnerNotStartedError",
     "State",

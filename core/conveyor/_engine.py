@@ -54,6 +54,7 @@ class TaskOptions:
     crash_retries: int = 0
     resources: dict[str, float] = attrs.field(factory=dict, eq=False)
     runner_options: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    map_window: int = 1024
 
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -155,8 +156,9 @@ def _cmd_runners(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from conveyor._signals import Terminated, exit_code, interrupt_handling, kill_descendants
     from conveyor.config import cli_overrides
-    from conveyor.states import StateType
+    from conveyor.states import Cancelled, StateType
 
     options = _pairs(args.option, "Option")
     params = _pairs(args.param, "Parameter")
@@ -164,14 +166,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if flow.is_async:
         import anyio
 
-    with cli_overrides(args.runner, options):
+    interrupted: BaseException | None = None
+    with cli_overrides(args.runner, options), interrupt_handling():
         flow_run = flow._make_run()
         counts: Counter[str] = Counter()
         flow_run.add_summary(counts)
-        if flow.is_async:
-            state = anyio.run(lambda: flow._run_async(flow_run, (), params, True))
-        else:
-            state = flow._run_sync(flow_run, (), params, True)
+        try:
+            if flow.is_async:
+                state = anyio.run(lambda: flow._run_async(flow_run, (), params, True))
+            else:
+                state = flow._run_sync(flow_run, (), params, True)
+        except (KeyboardInterrupt, Terminated) as exc:
+            # The flow run cancelled its runs and stopped its runner; make sure nothing it
+            # started outlives us, then report.
+            interrupted = exc
+            kill_descendants()
+            state = Cancelled(f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}.")
     summary = {
         "flow_run": flow_run.name,
         "runner": flow_run.runner.name,
@@ -187,6 +197,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if state.message and not state.is_completed():
             print(f"  {state.message}")
         print(f"  task runs: {runs}")
+    if interrupted is not None:
+        return exit_code(signal.SIGTERM if isinstance(interrupted, Terminated) else signal.SIGINT)
     return EXIT_OK if state.type is StateType.COMPLETED else EXIT_FLOW_FAILED
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Callable, Iterable, Mapping
+import collections
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from conveyor._context import flow_run_var
@@ -29,7 +30,7 @@ from conveyor.runners.base import is_async_callable
 if TYPE_CHECKING:
     from conveyor.flows import FlowRun
 
-__all__ = ["Task", "task", "unmapped"]
+__all__ = ["RunStream", "Task", "task", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +43,7 @@ _OPTION_NAMES = (
     "crash_retries",
     "resources",
     "runner_options",
+    "map_window",
 )
 
 
@@ -101,6 +103,7 @@ def _make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptio
         crash_retries=_count(owner, "crash_retries", given.get("crash_retries", 0)),
         resources=resources,
         runner_options=_mapping(owner, "runner_options", given.get("runner_options")),
+        map_window=_count(owner, "map_window", given.get("map_window", 1024)) or 1,
     )
 
 
@@ -206,14 +209,27 @@ class Task(Generic[P, R]):
         flow_run = _current_flow_run(self, "submitted")
         return flow_run.submit(self, self.options, args, kwargs)
 
-    def map(self, *args: Any, **kwargs: Any) -> list[RunFuture[R]]:
+    def map(self, *args: Any, **kwargs: Any) -> Any:
         """
         Submit one run per element of the iterable arguments and return their futures.
 
         Arguments wrapped in :class:`unmapped`, strings, bytes, mappings, futures and other
-        non-iterables are passed whole to every run. Iterables must have equal lengths.
+        non-iterables are passed whole to every run. Sized iterables (lists, tuples, ranges)
+        must have equal lengths, and map returns a list of futures.
+
+        If an iterable is lazy (a generator or another iterator), map returns a
+        :class:`RunStream` instead: an iterator of futures, in order, that keeps at most
+        ``map_window`` runs submitted ahead of what you consumed, so a million-item map never
+        holds a million futures at once. Runs are submitted as you iterate.
         """
         flow_run = _current_flow_run(self, "mapped")
+        lazy = [
+            v
+            for v in [*args, *kwargs.values()]
+            if isinstance(v, Iterator) and not isinstance(v, str | bytes | Mapping | RunFuture)
+        ]
+        if lazy:
+            return RunStream(self, flow_run, args, kwargs)
         mapped: dict[int | str, list[Any]] = {}
         static: dict[int | str, Any] = {}
         for key, value in [*enumerate(args), *kwargs.items()]:
@@ -252,6 +268,74 @@ class Task(Generic[P, R]):
         return futures
 
 
+class RunStream(Iterator[RunFuture[R]]):
+    """
+    The futures of a map over a lazy iterable, yielded in order; at most ``map_window`` runs
+    are submitted ahead of the consumer. Iterables are zipped: the stream ends with the
+    shortest one.
+    """
+
+    def __init__(
+        self,
+        task: Task[..., R],
+        flow_run: FlowRun,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._task = task
+        self._flow_run = flow_run
+        self._n_pos = len(args)
+        self._keys: list[int | str] = [*range(len(args)), *kwargs]
+        self._sources: list[Iterator[Any] | None] = []
+        self._static: list[Any] = []
+        for value in [*args, *kwargs.values()]:
+            if isinstance(value, unmapped):
+                self._sources.append(None)
+                self._static.append(value.value)
+            elif isinstance(value, str | bytes | Mapping | RunFuture) or not isinstance(
+                value, Iterable
+            ):
+                self._sources.append(None)
+                self._static.append(value)
+            else:
+                self._sources.append(iter(value))
+                self._static.append(None)
+        self._window = task.options.map_window
+        self._pending: collections.deque[RunFuture[R]] = collections.deque()
+        self._exhausted = False
+        self._fill()
+
+    def __repr__(self) -> str:
+        return f"<RunStream of {self._task.name}: {len(self._pending)} submitted ahead>"
+
+    def _submit_next(self) -> bool:
+        values = []
+        for source, static in zip(self._sources, self._static, strict=True):
+            if source is None:
+                values.append(static)
+                continue
+            try:
+                values.append(next(source))
+            except StopIteration:
+                self._exhausted = True
+                return False
+        args = tuple(values[: self._n_pos])
+        kwargs = {str(k): v for k, v in zip(self._keys[self._n_pos :], values[self._n_pos :], strict=True)}
+        self._pending.append(self._flow_run.submit(self._task, self._task.options, args, kwargs))
+        return True
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._window:
+            if not self._submit_next():
+                break
+
+    def __next__(self) -> RunFuture[R]:
+        self._fill()  # the future handed out last counts as consumed now
+        if not self._pending:
+            raise StopIteration
+        return self._pending.popleft()
+
+
 def _options_dict(options: TaskOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in _OPTION_NAMES}
 
@@ -281,6 +365,7 @@ def task(
     crash_retries: int = 0,
     resources: Mapping[str, float] | None = None,
     runner_options: Mapping[str, Any] | None = None,
+    map_window: int = 1024,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -291,7 +376,8 @@ def task(fn: Any = None, /, **options: Any) -> Any:
     Options: ``name``; ``retries`` and ``retry_delay_seconds`` (for runs whose code raised);
     ``timeout_seconds`` (the run ends FAILED, named TimedOut, on time); ``crash_retries`` (for
     runs the infrastructure failed); ``resources`` (e.g. ``{"GPU": 1}``, for runners that take
-    them); ``runner_options`` (passed to the runner as is). Async functions are first-class.
+    them); ``runner_options`` (passed to the runner as is); ``map_window`` (how many runs a map over a
+    lazy iterable keeps submitted ahead, default 1024). Async functions are first-class.
     """
     if fn is None:
         return lambda f: Task(f, **options)

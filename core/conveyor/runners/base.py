@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -25,7 +26,7 @@ import attrs
 
 from conveyor._context import log_names_var
 from conveyor.exceptions import RunnerNotStartedError
-from conveyor.states import Completed, Crashed, Failed, State
+from conveyor.states import Cancelled, Completed, Crashed, Failed, State
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -132,7 +133,17 @@ class Runner:
                 "to use it in two places at once."
             )
             raise RuntimeError(msg)
-        self.on_start()
+        try:
+            self.on_start()
+        except BaseException:
+            # Tear down whatever on_start created before it failed; its error is the one raised.
+            try:
+                self.on_stop()
+            except Exception:
+                logging.getLogger("conveyor").exception(
+                    "Cleaning up runner %r after a failed start failed too.", self.name
+                )
+            raise
         self._started = True
         return self
 
@@ -320,8 +331,9 @@ class Attempt:
 
     def report_exception(self, exc: BaseException) -> None:
         """
-        Report an exception the call raised: an :class:`Exception` is FAILED; ``SystemExit``,
-        ``KeyboardInterrupt`` and other ``BaseException`` are CRASHED.
+        Report an exception the call raised: an :class:`Exception` is FAILED; ``SystemExit``
+        and other ``BaseException`` are CRASHED; a ``KeyboardInterrupt`` (or SIGTERM) of this
+        very process while the call ran in it is CANCELLED.
         """
         if isinstance(exc, Exception):
             self.fail(exc)
@@ -331,6 +343,11 @@ class Attempt:
                 reason="system-exit",
                 exc=exc,
                 traceback=_format_exception(exc),
+            )
+        elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Terminated":
+            # The program itself was interrupted (Ctrl-C, SIGTERM) while this ran in-process.
+            self.report(
+                Cancelled(f"Interrupted by {type(exc).__name__} while running.", stopped=True)
             )
         else:
             self.crash(
