@@ -20,7 +20,20 @@ from pathlib import Path
 
 from conveyor import RunFuture, flow, get_run_logger, task
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+]
 
 
 @task
@@ -46,7 +59,9 @@ def merge(left: Counter[str], right: Counter[str]) -> Counter[str]:
 
 
 @flow
-def wordcount(folder: str = "", files: int = 16, words_per_file: int = 2_000) -> list[tuple[str, int]]:
+def wordcount(
+    folder: str = "", files: int = 16, words_per_file: int = 2_000
+) -> list[tuple[str, int]]:
     with tempfile.TemporaryDirectory() as scratch:
         paths = write_corpus(folder or scratch, files, words_per_file, seed=7)
         level: list[RunFuture[Counter[str]]] = count_words.map(paths)

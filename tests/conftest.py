@@ -21,8 +21,8 @@ os.environ.pop("CONVEYOR_RUNNER", None)
 os.environ.pop("CONVEYOR_RUNNER_OPTIONS", None)
 os.environ.pop("CONVEYOR_BLOCK_PLUGINS", None)
 
-import psutil  # noqa: E402
-import pytest  # noqa: E402
+import psutil
+import pytest
 
 LEAK_GRACE_SECONDS = 20.0
 

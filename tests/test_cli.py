@@ -14,7 +14,7 @@ import conveyor
 from conveyor.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOWS = '''
+FLOWS = """
 from conveyor import flow, task
 
 @task
@@ -37,10 +37,12 @@ def failing():
 @flow
 async def asyncly(x: int = 1):
     return await add.submit(x, 1)
-'''
+"""
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -84,13 +86,17 @@ class TestRunners:
         data = json.loads(proc.stdout)
         names = {r["name"] for r in data["runners"]}
         assert "dask" not in names and "ray" not in names
-        assert all(p["status"] == "blocked" for p in data["problems"] if p["plugin"] in {"dask", "ray"})
+        assert all(
+            p["status"] == "blocked" for p in data["problems"] if p["plugin"] in {"dask", "ray"}
+        )
 
 
 class TestRun:
     def test_run_file_with_params_and_runner(self, flows: Path) -> None:
         """`conveyor run FILE.py:FLOW` takes JSON parameters and a runner, and summarises."""
-        proc = run_cli("run", f"{flows}:adds", "--runner", "sequential", "-p", "x=10", "-p", "ys=[1,2,3]")
+        proc = run_cli(
+            "run", f"{flows}:adds", "--runner", "sequential", "-p", "x=10", "-p", "ys=[1,2,3]"
+        )
         assert proc.returncode == 0, proc.stderr
         assert "on sequential: Completed" in proc.stdout
         assert "task runs: 3 Completed" in proc.stdout

@@ -42,7 +42,9 @@ class TestPrecedence:
         """With nothing configured, the runner is concurrent."""
         assert resolve_runner(host=host) == ConcurrentRunner()
 
-    def test_full_order(self, project: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_full_order(
+        self, project: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """call > CLI > env > decorator > file > default, each one overriding the next."""
         _pyproject(project, '[tool.conveyor]\nrunner = "sequential"\n')
         assert resolve_runner(host=host).name == "sequential"  # file
@@ -58,7 +60,9 @@ class TestPrecedence:
         runner = ConcurrentRunner(max_workers=7)
         assert resolve_runner(decorator=runner, host=host) is runner
 
-    def test_env_moves_a_flow_without_editing_it(self, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_env_moves_a_flow_without_editing_it(
+        self, project: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """CONVEYOR_RUNNER overrides @flow(runner=...) for a real flow call."""
         monkeypatch.setenv("CONVEYOR_RUNNER", "sequential")
 
@@ -81,7 +85,9 @@ class TestOptions:
     def test_conveyor_toml_wins_in_its_folder(self, project: Path, host: PluginHost) -> None:
         """A conveyor.toml (top-level runner and [runners.NAME]) is used before pyproject.toml."""
         _pyproject(project, '[tool.conveyor]\nrunner = "sequential"\n')
-        (project / "conveyor.toml").write_text('runner = "concurrent"\n[runners.concurrent]\nmax_workers = 2\n')
+        (project / "conveyor.toml").write_text(
+            'runner = "concurrent"\n[runners.concurrent]\nmax_workers = 2\n'
+        )
         assert resolve_runner(host=host) == ConcurrentRunner(max_workers=2)
 
     def test_env_and_cli_override_file_options(
@@ -99,7 +105,9 @@ class TestOptions:
         _pyproject(project, "[tool.conveyor.runners.concurrent]\nmax_workers = 3\n")
         assert resolve_runner(decorator="sequential", host=host) == SequentialRunner()
 
-    def test_pyproject_without_tool_conveyor_is_skipped(self, project: Path, tmp_path: Path) -> None:
+    def test_pyproject_without_tool_conveyor_is_skipped(
+        self, project: Path, tmp_path: Path
+    ) -> None:
         """A pyproject.toml without [tool.conveyor] does not stop the search upwards."""
         _pyproject(project, "")
         (tmp_path / "conveyor.toml").write_text('runner = "sequential"\n')
@@ -117,7 +125,9 @@ class TestErrors:
         assert "Available runners: concurrent, sequential" in msg
 
     @pytest.mark.parametrize("name", ["dask", "ray"])
-    def test_first_party_not_installed_says_how(self, project: Path, host: PluginHost, name: str) -> None:
+    def test_first_party_not_installed_says_how(
+        self, project: Path, host: PluginHost, name: str
+    ) -> None:
         """A first-party runner that is not installed names the pip command."""
         with pytest.raises(UnknownRunnerError, match=rf'pip install "conveyor\[{name}\]"'):
             resolve_runner(call=name, host=host)
@@ -144,10 +154,16 @@ class TestErrors:
             resolve_runner(host=host)
 
     @pytest.mark.parametrize("filename", ["pyproject.toml", "conveyor.toml"])
-    def test_malformed_file_names_file_and_line(self, project: Path, host: PluginHost, filename: str) -> None:
+    def test_malformed_file_names_file_and_line(
+        self, project: Path, host: PluginHost, filename: str
+    ) -> None:
         """A malformed TOML file is reported with its path and line."""
         path = project / filename
-        path.write_text('[tool.conveyor]\nrunner = "dask"\nbroken = = 1\n' if filename == "pyproject.toml" else 'runner = "x"\nbroken = = 1\n')
+        path.write_text(
+            '[tool.conveyor]\nrunner = "dask"\nbroken = = 1\n'
+            if filename == "pyproject.toml"
+            else 'runner = "x"\nbroken = = 1\n'
+        )
         line = 3 if filename == "pyproject.toml" else 2
         with pytest.raises(ConfigError) as info:
             resolve_runner(host=host)
@@ -159,7 +175,9 @@ class TestErrors:
         with pytest.raises(ConfigError, match="must be a runner name"):
             resolve_runner(host=host)
 
-    def test_bad_env_options(self, project: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bad_env_options(
+        self, project: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """CONVEYOR_RUNNER_OPTIONS must be a JSON object."""
         monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", "max_workers=3")
         with pytest.raises(ConfigError, match="not valid JSON"):
@@ -168,7 +186,9 @@ class TestErrors:
         with pytest.raises(ConfigError, match="not a JSON object"):
             resolve_runner(host=host)
 
-    def test_errors_come_before_any_runner_starts(self, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_errors_come_before_any_runner_starts(
+        self, project: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A config error is raised at the flow call, before the body runs."""
         monkeypatch.setenv("CONVEYOR_RUNNER", "nope")
         ran: list[Any] = []

@@ -15,7 +15,9 @@ README = (ROOT / "README.md").read_text()
 SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     full_env.update(env or {})
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240)
@@ -49,7 +51,13 @@ def test_greetings_example(tmp_path: Path) -> None:
 def test_greetings_in_order_on_sequential(runner: str, tmp_path: Path) -> None:
     """On sequential the greetings come in order, as in the ancestor's docs."""
     proc = _run(
-        [sys.executable, "-m", "conveyor", "run", str(ROOT / "examples" / "greetings.py") + ":greetings"],
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "run",
+            str(ROOT / "examples" / "greetings.py") + ":greetings",
+        ],
         cwd=tmp_path,
         env={"CONVEYOR_RUNNER": runner},
     )
@@ -64,7 +72,9 @@ def test_greetings_in_order_on_sequential(runner: str, tmp_path: Path) -> None:
 
 def test_wordcount_example(tmp_path: Path) -> None:
     """The map-reduce example counts the words of the files it writes."""
-    proc = _run([sys.executable, str(ROOT / "examples" / "wordcount.py"), str(tmp_path)], cwd=tmp_path)
+    proc = _run(
+        [sys.executable, str(ROOT / "examples" / "wordcount.py"), str(tmp_path)], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert len(rows) == 10
@@ -76,8 +86,17 @@ def test_wordcount_example(tmp_path: Path) -> None:
 def test_wordcount_via_cli_on_sequential(tmp_path: Path) -> None:
     """The map-reduce flow runs unchanged on another runner from the CLI."""
     proc = _run(
-        [sys.executable, "-m", "conveyor", "run", str(ROOT / "examples" / "wordcount.py") + ":wordcount",
-         "--runner", "sequential", "-p", "files=4"],
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "run",
+            str(ROOT / "examples" / "wordcount.py") + ":wordcount",
+            "--runner",
+            "sequential",
+            "-p",
+            "files=4",
+        ],
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr

@@ -168,7 +168,9 @@ class TestRunnerChoice:
         f()
         assert not runner.started
 
-    def test_cleanup_error_does_not_hide_the_body_error(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_cleanup_error_does_not_hide_the_body_error(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """If the body raised and the runner then fails to stop, the body's error is raised."""
 
         @attrs.define(kw_only=True)
@@ -180,7 +182,10 @@ class TestRunnerChoice:
         def f() -> None:
             raise ValueError("the real problem")
 
-        with caplog.at_level(logging.ERROR, logger="conveyor"), pytest.raises(ValueError, match="real problem"):
+        with (
+            caplog.at_level(logging.ERROR, logger="conveyor"),
+            pytest.raises(ValueError, match="real problem"),
+        ):
             f()
         assert "Stopping runner" in caplog.text
 

@@ -146,7 +146,9 @@ class TestWaitAndAsCompleted:
         def f() -> bool:
             slow = blocked.submit(1)
             bad = boom.submit()
-            done, not_done = conveyor.wait([slow, bad], return_when=conveyor.FIRST_EXCEPTION, timeout=10)
+            done, not_done = conveyor.wait(
+                [slow, bad], return_when=conveyor.FIRST_EXCEPTION, timeout=10
+            )
             gate.set()
             return bad in done and slow in not_done
 

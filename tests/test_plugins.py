@@ -16,7 +16,7 @@ from conveyor.runners import ConcurrentRunner, SequentialRunner
 from conveyor.testing import _tasks as shared
 from tests.helpers import StateRecorder, make_distribution
 
-RUNNER_MODULE = '''
+RUNNER_MODULE = """
 import attrs
 from conveyor import hookimpl
 from conveyor.runners import SequentialRunner
@@ -29,7 +29,7 @@ class {cls}(SequentialRunner):
 @hookimpl
 def conveyor_register_runners(registry):
     registry.add({cls})
-'''
+"""
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _install(site: Path, dist: str, ep: str, module: str, source: str, version: str = "1.2.3") -> None:
+def _install(
+    site: Path, dist: str, ep: str, module: str, source: str, version: str = "1.2.3"
+) -> None:
     make_distribution(site, dist, version, {ep: module}, {module: source})
 
 
@@ -61,17 +63,39 @@ class TestBuiltins:
 class TestDiscovery:
     def test_entry_point_plugin_is_found_with_its_distribution(self, site: Path) -> None:
         """An installed plugin's runner is registered with its distribution and version."""
-        _install(site, "conveyor-fake", "fake", "fake_plugin", RUNNER_MODULE.format(cls="Fake", name="fake"))
+        _install(
+            site,
+            "conveyor-fake",
+            "fake",
+            "fake_plugin",
+            RUNNER_MODULE.format(cls="Fake", name="fake"),
+        )
         host = PluginHost()
         entry = host.runner("fake")
         assert entry is not None
-        assert (entry.distribution, entry.version, entry.plugin) == ("conveyor-fake", "1.2.3", "fake")
+        assert (entry.distribution, entry.version, entry.plugin) == (
+            "conveyor-fake",
+            "1.2.3",
+            "fake",
+        )
         assert build_runner("fake", {"greeting": "yo"}, host=host).greeting == "yo"  # type: ignore[attr-defined]
 
     def test_plugin_that_fails_to_import_is_reported_and_skipped(self, site: Path) -> None:
         """A plugin that cannot be imported is reported as broken; the others still work."""
-        _install(site, "conveyor-bad", "bad", "bad_plugin", "raise ImportError('missing dependency xyz')\n")
-        _install(site, "conveyor-fake", "fake", "fake_plugin", RUNNER_MODULE.format(cls="Fake", name="fake"))
+        _install(
+            site,
+            "conveyor-bad",
+            "bad",
+            "bad_plugin",
+            "raise ImportError('missing dependency xyz')\n",
+        )
+        _install(
+            site,
+            "conveyor-fake",
+            "fake",
+            "fake_plugin",
+            RUNNER_MODULE.format(cls="Fake", name="fake"),
+        )
         host = PluginHost()
         assert host.runner("fake") is not None
         problems = {p.plugin: p for p in host.problems()}
@@ -100,8 +124,17 @@ class TestDiscovery:
 
     def test_two_plugins_claiming_one_name_name_both(self, site: Path) -> None:
         """Two distributions registering one name make it an error naming both; others work."""
-        _install(site, "conveyor-one", "one", "one_plugin", RUNNER_MODULE.format(cls="One", name="twin"))
-        _install(site, "conveyor-two", "two", "two_plugin", RUNNER_MODULE.format(cls="Two", name="twin"), "2.0")
+        _install(
+            site, "conveyor-one", "one", "one_plugin", RUNNER_MODULE.format(cls="One", name="twin")
+        )
+        _install(
+            site,
+            "conveyor-two",
+            "two",
+            "two_plugin",
+            RUNNER_MODULE.format(cls="Two", name="twin"),
+            "2.0",
+        )
         host = PluginHost()
         with pytest.raises(PluginError) as info:
             host.runner("twin")
@@ -109,9 +142,17 @@ class TestDiscovery:
         assert host.runner("concurrent") is not None
         assert set(host.registry.conflicts()) == {"twin"}
 
-    def test_blocked_plugin_is_not_loaded(self, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_blocked_plugin_is_not_loaded(
+        self, site: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """CONVEYOR_BLOCK_PLUGINS keeps a plugin from loading, and reports it blocked."""
-        _install(site, "conveyor-fake", "fake", "fake_plugin", RUNNER_MODULE.format(cls="Fake", name="fake"))
+        _install(
+            site,
+            "conveyor-fake",
+            "fake",
+            "fake_plugin",
+            RUNNER_MODULE.format(cls="Fake", name="fake"),
+        )
         monkeypatch.setenv("CONVEYOR_BLOCK_PLUGINS", "other, fake")
         host = PluginHost()
         assert host.runner("fake") is None
@@ -225,7 +266,9 @@ class TestMeta:
         source = Path(__file__).read_text()
         specs = [n for n in dir(hookspecs) if n.startswith("conveyor_")]
         assert len(specs) == 4
-        missing = [n for n in specs if f"def test_{n.removeprefix('conveyor_')}_hook(" not in source]
+        missing = [
+            n for n in specs if f"def test_{n.removeprefix('conveyor_')}_hook(" not in source
+        ]
         assert missing == []
 
     def test_every_hook_is_documented_with_its_arguments(self) -> None:
@@ -253,6 +296,8 @@ class TestMeta:
 
 def test_unknown_option_from_a_plugin_runner(site: Path) -> None:
     """Options of a plugin's runner are validated like the built-ins'."""
-    _install(site, "conveyor-fake", "fake", "fake_plugin", RUNNER_MODULE.format(cls="Fake", name="fake"))
+    _install(
+        site, "conveyor-fake", "fake", "fake_plugin", RUNNER_MODULE.format(cls="Fake", name="fake")
+    )
     with pytest.raises(ConfigError, match="it takes: greeting"):
         build_runner("fake", {"greting": "x"}, host=PluginHost())

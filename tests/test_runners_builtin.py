@@ -171,7 +171,9 @@ class TestConcurrent:
         assert f() == sum(range(2000))
         assert peak[0] <= before + 4
 
-    def test_sync_timeout_is_on_time_and_warned_once(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_sync_timeout_is_on_time_and_warned_once(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """A stuck sync run is TimedOut on time; a warning says it may still run, once."""
         limited = stuck.with_options(timeout_seconds=0.2)
 

@@ -45,7 +45,14 @@ class TestState:
         """Each state answers its own predicate and says whether it is final."""
         assert getattr(state, predicate)()
         assert state.is_final() is final  # type: ignore[attr-defined]
-        others = {"is_pending", "is_running", "is_completed", "is_failed", "is_crashed", "is_cancelled"}
+        others = {
+            "is_pending",
+            "is_running",
+            "is_completed",
+            "is_failed",
+            "is_crashed",
+            "is_cancelled",
+        }
         assert not any(getattr(state, p)() for p in others - {predicate})
 
     def test_named_states(self) -> None:

@@ -113,7 +113,9 @@ class TestInterrupts:
         proc = _start(tmp_path, STUBBORN_RUNNER_FLOW)
         child = None
         try:
-            assert wait_until(lambda: (tmp_path / "child.pid").exists() and any(tmp_path.glob("started-*")))
+            assert wait_until(
+                lambda: (tmp_path / "child.pid").exists() and any(tmp_path.glob("started-*"))
+            )
             child = int((tmp_path / "child.pid").read_text())
             assert psutil.pid_exists(child)
             proc.send_signal(signal.SIGINT)
@@ -128,7 +130,13 @@ class TestInterrupts:
                 proc.communicate()
         assert proc.returncode == 130
         assert "second interrupt" in err
-        assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, limit=10)
+        assert wait_until(
+            lambda: (
+                not psutil.pid_exists(child)
+                or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+            ),
+            limit=10,
+        )
 
     def test_keyboard_interrupt_in_a_program(self) -> None:
         """A program whose flow gets KeyboardInterrupt: runs are cancelled, the interrupt propagates."""
@@ -179,7 +187,8 @@ class TestThreadLimits:
     def test_os_exit_takes_the_process_down(self, tmp_path: Path, runner: str) -> None:
         """As documented: on thread runners a task that calls os._exit ends the whole program."""
         script = tmp_path / "exits.py"
-        script.write_text(textwrap.dedent(f"""
+        script.write_text(
+            textwrap.dedent(f"""
             import os
             from conveyor import flow, task
 
@@ -193,8 +202,11 @@ class TestThreadLimits:
                 print("survived")
 
             f()
-        """))
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+        """)
+        )
+        proc = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 7
         assert "survived" not in proc.stdout
 

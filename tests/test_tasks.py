@@ -125,7 +125,9 @@ class TestOptions:
             ({"retry": 3}, r"unknown option\(s\) retry; the options are"),
         ],
     )
-    def test_bad_options_are_refused_at_definition(self, options: dict[str, object], pattern: str) -> None:
+    def test_bad_options_are_refused_at_definition(
+        self, options: dict[str, object], pattern: str
+    ) -> None:
         """Each bad option is refused when the task is defined, naming the value and the fix."""
         with pytest.raises(ConfigError, match=pattern):
             task(**options)(lambda: None)  # type: ignore[call-overload]

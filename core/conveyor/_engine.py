@@ -197,7 +197,7 @@ class TaskRun:
             if isinstance(data, ResultRef) and not native:
                 try:
                     data = data.get()
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     self._finish(
                         Crashed(
                             f"The result of upstream run {f.name!r} could not be fetched: "
@@ -224,7 +224,7 @@ class TaskRun:
             self.timer = call_later(timeout, self._on_deadline, attempt)
         try:
             self.runner.submit(attempt)
-        except BaseException as exc:  # noqa: BLE001 - a runner that raises crashes this run only
+        except BaseException as exc:
             self.on_attempt_end(
                 attempt,
                 Crashed(
@@ -318,7 +318,8 @@ class TaskRun:
         stopped = True if attempt is None else self._stop_work(attempt)
         return self._finish(
             Cancelled(
-                message or f"{self.future.name!r} was cancelled"
+                message
+                or f"{self.future.name!r} was cancelled"
                 + ("" if stopped else "; its work could not be stopped and may still be running")
                 + ".",
                 stopped=stopped,
@@ -328,4 +329,3 @@ class TaskRun:
 
 _PENDING = Pending()
 _RUNNING = Running()
-

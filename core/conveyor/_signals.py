@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 
-class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, a signal, not an error
+class Terminated(BaseException):
     """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""
 
 

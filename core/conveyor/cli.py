@@ -73,7 +73,9 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            msg = f"{what} {item!r} is not KEY=VALUE; write it like max_workers=4 or names='[\"a\"]'."
+            msg = (
+                f"{what} {item!r} is not KEY=VALUE; write it like max_workers=4 or names='[\"a\"]'."
+            )
             raise ConfigError(msg)
         try:
             out[key] = json.loads(raw)
@@ -111,9 +113,8 @@ def _load_flow(target: str) -> Flow[..., Any]:
     obj = getattr(module, attr, None)
     if not isinstance(obj, Flow):
         found = sorted(n for n, v in vars(module).items() if isinstance(v, Flow))
-        msg = (
-            f"{where} has no flow named {attr!r}"
-            + (f"; its flows are: {', '.join(found)}." if found else "; it defines no @flow.")
+        msg = f"{where} has no flow named {attr!r}" + (
+            f"; its flows are: {', '.join(found)}." if found else "; it defines no @flow."
         )
         raise ConfigError(msg)
     return obj
@@ -130,7 +131,9 @@ def _cmd_runners(args: argparse.Namespace) -> int:
         for name, claims in host.registry.conflicts().items()
     }
     if args.json:
-        print(json.dumps({"runners": entries, "problems": problems, "conflicts": conflicts}, indent=2))
+        print(
+            json.dumps({"runners": entries, "problems": problems, "conflicts": conflicts}, indent=2)
+        )
         return EXIT_OK
     rows = [("NAME", "DISTRIBUTION", "VERSION", "CONCURRENCY", "CAPABILITIES")]
     for e in entries:
@@ -151,7 +154,9 @@ def _cmd_runners(args: argparse.Namespace) -> int:
     for name, claims in conflicts.items():
         print(f"\nconflict: runner {name!r} is registered by {' and '.join(claims)}")
     for p in problems:
-        print(f"\n{p['status']} plugin {p['plugin']!r} ({p['distribution']} {p['version']}): {p['error']}")
+        print(
+            f"\n{p['status']} plugin {p['plugin']!r} ({p['distribution']} {p['version']}): {p['error']}"
+        )
     return EXIT_OK
 
 
@@ -181,7 +186,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             # started outlives us, then report.
             interrupted = exc
             kill_descendants()
-            state = Cancelled(f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}.")
+            state = Cancelled(
+                f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}."
+            )
     summary = {
         "flow_run": flow_run.name,
         "runner": flow_run.runner.name,

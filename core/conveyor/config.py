@@ -79,7 +79,8 @@ def _parse(path: Path) -> dict[str, Any]:
         msg = f"Config file {path} could not be read: {exc.strerror}."
         raise ConfigError(msg) from exc
     try:
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(text)
+        return data
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         if line is None:
@@ -129,14 +130,16 @@ def find_config(start: Path | None = None) -> FileConfig:
 
 # -- CLI overrides ---------------------------------------------------------------------------
 
+
 @attrs.frozen
 class _CliOverrides:
     runner: str | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-_cli: contextvars.ContextVar[_CliOverrides] = contextvars.ContextVar(
-    "conveyor_cli_overrides", default=_CliOverrides()
+_NO_CLI = _CliOverrides()
+_cli: contextvars.ContextVar[_CliOverrides | None] = contextvars.ContextVar(
+    "conveyor_cli_overrides", default=None
 )
 
 
@@ -151,6 +154,7 @@ def cli_overrides(runner: str | None, options: Mapping[str, Any] | None = None) 
 
 
 # -- resolution ------------------------------------------------------------------------------
+
 
 def _env_options() -> dict[str, Any]:
     raw = os.environ.get(OPTIONS_ENV)
@@ -177,7 +181,7 @@ def resolve_runner(
     """
     The (unstarted) runner a flow run uses, by the precedence in this module's docstring.
     """
-    cli = _cli.get()
+    cli = _cli.get() or _NO_CLI
     env = os.environ.get(RUNNER_ENV) or None
     spec: str | Runner | None = None
     for candidate in (call, cli.runner, env, decorator):
@@ -248,7 +252,7 @@ def _unknown(name: str, host: PluginHost) -> ConfigError:
                 f"{p.status}: {p.error}."
             )
         return UnknownRunnerError(
-            f"Runner {name!r} is not installed; install it with `pip install \"{FIRST_PARTY[name]}\"`. "
+            f'Runner {name!r} is not installed; install it with `pip install "{FIRST_PARTY[name]}"`. '
             f"Available runners: {', '.join(names)}."
         )
     close = difflib.get_close_matches(name, [*names, *FIRST_PARTY], n=1)
@@ -260,7 +264,9 @@ def _unknown(name: str, host: PluginHost) -> ConfigError:
 
 def _hints(cls: type[Runner]) -> dict[str, Any]:
     """The evaluated types of the runner's init fields (those that can be evaluated)."""
-    namespaces = [vars(sys.modules[c.__module__]) for c in cls.__mro__ if c.__module__ in sys.modules]
+    namespaces = [
+        vars(sys.modules[c.__module__]) for c in cls.__mro__ if c.__module__ in sys.modules
+    ]
     hints: dict[str, Any] = {}
     for field in attrs.fields(cls):
         if not field.init:
@@ -269,7 +275,7 @@ def _hints(cls: type[Runner]) -> dict[str, Any]:
         if isinstance(annotation, str):
             for ns in namespaces:
                 try:
-                    annotation = eval(annotation, dict(ns))  # noqa: S307 - the class's own annotation
+                    annotation = eval(annotation, dict(ns))
                     break
                 except Exception:
                     continue

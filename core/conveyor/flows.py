@@ -25,6 +25,7 @@ from conveyor.run_logging import install_record_factory
 from conveyor.runners.base import ConcurrencyType, Runner, is_async_callable
 from conveyor.runners.sequential import SequentialRunner
 from conveyor.states import Completed, Failed, State, StateType
+from conveyor.tasks import _untyped
 
 if TYPE_CHECKING:
     import asyncio
@@ -141,7 +142,9 @@ class FlowRun:
             run.future._wait()
         return run.future
 
-    def call_inline(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_inline(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run ``task`` here and return its value (a coroutine in async code)."""
         if task.is_async and _in_event_loop():
             return self._call_inline_async(task, args, kwargs)
@@ -268,11 +271,11 @@ class Flow(Generic[P, R]):
         runner: RunnerSpec = None,
         _call_runner: RunnerSpec = None,
     ) -> None:
-        if not callable(fn):
+        if not callable(_untyped(fn)):
             msg = f"@flow needs a function, got {fn!r} of type {type(fn).__name__}; decorate a def."
             raise TypeError(msg)
         for label, spec in (("runner", runner), ("runner", _call_runner)):
-            if spec is not None and not isinstance(spec, str | Runner):
+            if spec is not None and not isinstance(_untyped(spec), str | Runner):
                 msg = (
                     f"@flow: `{label}={spec!r}` is invalid; give a runner name such as "
                     "'concurrent', or a runner object such as ConcurrentRunner()."
@@ -283,7 +286,7 @@ class Flow(Generic[P, R]):
         self.runner = runner
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"
@@ -308,15 +311,11 @@ class Flow(Generic[P, R]):
         runner = resolve_runner(call=self._call_runner, decorator=self.runner, host=host)
         return FlowRun(self, runner.duplicate(), host)
 
-    @overload
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-
-    @overload
-    def __call__(
-        self, *args: P.args, return_state: Literal[True], **kwargs: P.kwargs
-    ) -> State[R]: ...
-
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        """
+        Run the flow: return the body's value (or raise if the flow run FAILED), or the final
+        :class:`~conveyor.State` with ``return_state=True``; a coroutine for an async flow.
+        """
         flow_run = self._make_run()
         if self.is_async:
             return self._run_async(flow_run, args, kwargs, return_state)
@@ -336,7 +335,9 @@ class Flow(Generic[P, R]):
                 flow_run.wait_all()
             except BaseException as exc:
                 error = exc
-                flow_run.cancel_all(f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}.")
+                flow_run.cancel_all(
+                    f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}."
+                )
             finally:
                 flow_run.accepting = False
                 flow_run._end(tokens)
@@ -359,7 +360,9 @@ class Flow(Generic[P, R]):
                 await flow_run.wait_all_async()
             except BaseException as exc:
                 error = exc
-                flow_run.cancel_all(f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}.")
+                flow_run.cancel_all(
+                    f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}."
+                )
             finally:
                 flow_run.accepting = False
                 flow_run._end(tokens)
@@ -417,4 +420,3 @@ def flow(fn: Any = None, /, *, name: str | None = None, runner: RunnerSpec = Non
     if fn is None:
         return lambda f: Flow(f, name=name, runner=runner)
     return Flow(fn, name=name, runner=runner)
-

@@ -345,7 +345,9 @@ def as_completed(
                 while not finished:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        msg = f"{len(pending)} (of {len(fs)}) runs did not finish within {timeout} s."
+                        msg = (
+                            f"{len(pending)} (of {len(fs)}) runs did not finish within {timeout} s."
+                        )
                         raise TimeoutError(msg)
                     cond.wait(remaining)
                 batch, finished[:] = list(finished), []

@@ -30,8 +30,6 @@ def install_record_factory() -> None:
     conveyor calls this when a flow run starts; the wrapper keeps any factory installed before.
     """
     global _installed
-    if _installed:
-        return
     with _install_lock:
         if _installed:
             return

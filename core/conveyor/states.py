@@ -179,27 +179,27 @@ class State(Generic[T]):
         return exc
 
 
-def Pending(message: str = "", *, name: str = "Pending") -> State[Any]:  # noqa: N802
+def Pending(message: str = "", *, name: str = "Pending") -> State[Any]:
     """A run that waits to start."""
     return State(StateType.PENDING, name, message)
 
 
-def Retrying(message: str = "") -> State[Any]:  # noqa: N802
+def Retrying(message: str = "") -> State[Any]:
     """A run whose attempt failed and that waits to run again."""
     return State(StateType.PENDING, "Retrying", message)
 
 
-def Running(message: str = "") -> State[Any]:  # noqa: N802
+def Running(message: str = "") -> State[Any]:
     """A run that is executing."""
     return State(StateType.RUNNING, "Running", message)
 
 
-def Completed(data: Any = None, message: str = "") -> State[Any]:  # noqa: N802
+def Completed(data: Any = None, message: str = "") -> State[Any]:
     """A run that returned ``data``."""
     return State(StateType.COMPLETED, "Completed", message, data)
 
 
-def Failed(  # noqa: N802
+def Failed(
     exc: BaseException | None = None,
     message: str = "",
     *,
@@ -212,18 +212,18 @@ def Failed(  # noqa: N802
     return State(StateType.FAILED, name, message, exc, None, traceback)
 
 
-def TimedOut(message: str, *, stopped: bool) -> State[Any]:  # noqa: N802
+def TimedOut(message: str, *, stopped: bool) -> State[Any]:
     """A run that ran past its timeout; ``stopped`` says whether its work was stopped."""
     reason = "stopped" if stopped else "not-stopped"
     return State(StateType.FAILED, "TimedOut", message, TimedOutRun(message), reason)
 
 
-def NotRun(message: str) -> State[Any]:  # noqa: N802
+def NotRun(message: str) -> State[Any]:
     """A run that never started because a run it depends on did not complete."""
     return State(StateType.FAILED, "NotRun", message, UpstreamFailedError(message), "upstream")
 
 
-def Crashed(  # noqa: N802
+def Crashed(
     message: str,
     *,
     reason: str = "backend-error",
@@ -236,7 +236,7 @@ def Crashed(  # noqa: N802
     return State(StateType.CRASHED, "Crashed", message, error, reason, traceback)
 
 
-def Cancelled(message: str = "", *, stopped: bool | None = None) -> State[Any]:  # noqa: N802
+def Cancelled(message: str = "", *, stopped: bool | None = None) -> State[Any]:
     """A run that was cancelled; ``stopped`` says whether running work was stopped."""
     reason = None if stopped is None else ("stopped" if stopped else "not-stopped")
     return State(StateType.CANCELLED, "Cancelled", message, CancelledRun(message), reason)

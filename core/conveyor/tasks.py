@@ -14,10 +14,10 @@ Tasks: functions whose calls become runs that a runner executes.
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
 import math
-import collections
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -107,7 +107,7 @@ def _make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptio
     )
 
 
-class unmapped(Generic[R]):  # noqa: N801 - reads as a marker, like Prefect's
+class unmapped(Generic[R]):
     """
     Wrap an argument of :meth:`Task.map` that every run gets whole instead of one element of.
     """
@@ -138,7 +138,7 @@ class Task(Generic[P, R]):
     """
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
-        if not callable(fn):
+        if not callable(_untyped(fn)):
             msg = f"@task needs a function, got {fn!r} of type {type(fn).__name__}; decorate a def."
             raise TypeError(msg)
         unknown = set(options) - set(_OPTION_NAMES)
@@ -151,7 +151,7 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = _make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def name(self) -> str:
@@ -164,7 +164,10 @@ class Task(Generic[P, R]):
     def __reduce__(self) -> Any:
         # Pickle by reference when the module attribute is this task, so remote workers import
         # it; otherwise by value (function and options).
-        module, qualname = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        module, qualname = (
+            getattr(self.fn, "__module__", None),
+            getattr(self.fn, "__qualname__", ""),
+        )
         if module and module != "__main__" and "<locals>" not in qualname:
             try:
                 obj: Any = importlib.import_module(module)
@@ -232,7 +235,8 @@ class Task(Generic[P, R]):
             return RunStream(self, flow_run, args, kwargs)
         mapped: dict[int | str, list[Any]] = {}
         static: dict[int | str, Any] = {}
-        for key, value in [*enumerate(args), *kwargs.items()]:
+        pairs: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        for key, value in pairs:
             if isinstance(value, unmapped):
                 static[key] = value.value
             elif isinstance(value, str | bytes | Mapping | RunFuture) or not isinstance(
@@ -258,12 +262,8 @@ class Task(Generic[P, R]):
         futures = []
         n_pos = len(args)
         for i in range(lengths.pop()):
-            call_args = tuple(
-                mapped[k][i] if k in mapped else static[k] for k in range(n_pos)
-            )
-            call_kwargs = {
-                k: (mapped[k][i] if k in mapped else static[k]) for k in kwargs
-            }
+            call_args = tuple(mapped[k][i] if k in mapped else static[k] for k in range(n_pos))
+            call_kwargs = {k: (mapped[k][i] if k in mapped else static[k]) for k in kwargs}
             futures.append(flow_run.submit(self, self.options, call_args, call_kwargs))
         return futures
 
@@ -320,7 +320,9 @@ class RunStream(Iterator[RunFuture[R]]):
                 self._exhausted = True
                 return False
         args = tuple(values[: self._n_pos])
-        kwargs = {str(k): v for k, v in zip(self._keys[self._n_pos :], values[self._n_pos :], strict=True)}
+        kwargs = {
+            str(k): v for k, v in zip(self._keys[self._n_pos :], values[self._n_pos :], strict=True)
+        }
         self._pending.append(self._flow_run.submit(self._task, self._task.options, args, kwargs))
         return True
 
@@ -334,6 +336,11 @@ class RunStream(Iterator[RunFuture[R]]):
         if not self._pending:
             raise StopIteration
         return self._pending.popleft()
+
+
+def _untyped(value: object) -> object:
+    """Hide a value's static type, for runtime checks of what untyped callers pass."""
+    return value
 
 
 def _options_dict(options: TaskOptions) -> dict[str, Any]:

@@ -28,7 +28,9 @@ def conveyor_entry_points() -> list[EntryPoint]:
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else "unknown"
         version = dist.version if dist is not None else "unknown"
-        found.setdefault((dist_name, ep.name), EntryPoint(ep.name, ep.value, dist_name, version, ep.load))
+        found.setdefault(
+            (dist_name, ep.name), EntryPoint(ep.name, ep.value, dist_name, version, ep.load)
+        )
     return sorted(found.values(), key=lambda e: (e.name, e.distribution))
 
 

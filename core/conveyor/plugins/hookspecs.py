@@ -46,7 +46,9 @@ def conveyor_register_runners(registry: RunnerRegistry) -> None:
 
 
 @hookspec
-def conveyor_task_run_state_changed(future: RunFuture[Any], old: State[Any], new: State[Any]) -> None:
+def conveyor_task_run_state_changed(
+    future: RunFuture[Any], old: State[Any], new: State[Any]
+) -> None:
     """
     A task run moved from ``old`` to ``new``.
 

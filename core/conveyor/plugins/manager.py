@@ -114,7 +114,9 @@ class PluginHost:
             for name, plugin in self._extra:
                 if name in self._blocked:
                     self._problems.append(
-                        PluginProblem(name, "unknown", "unknown", "blocked", f"blocked by {BLOCK_ENV}")
+                        PluginProblem(
+                            name, "unknown", "unknown", "blocked", f"blocked by {BLOCK_ENV}"
+                        )
                     )
                     continue
                 self._add(name, plugin, "unknown", "unknown")
@@ -178,7 +180,9 @@ class PluginHost:
             self._observers = bool(self._pm.hook.conveyor_task_run_state_changed.get_hookimpls())
         return self._observers
 
-    def task_run_state_changed(self, future: RunFuture[Any], old: State[Any], new: State[Any]) -> None:
+    def task_run_state_changed(
+        self, future: RunFuture[Any], old: State[Any], new: State[Any]
+    ) -> None:
         """Fire ``conveyor_task_run_state_changed``; an observer's exception is logged."""
         self._fire(self._pm.hook.conveyor_task_run_state_changed, future=future, old=old, new=new)
 
@@ -202,7 +206,8 @@ class PluginHost:
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register one more plugin object now (tests, embedding)."""
         self.load()
-        self._add(name or getattr(plugin, "__name__", repr(plugin)), plugin, "unknown", "unknown")
+        label = name or str(getattr(plugin, "__name__", repr(plugin)))
+        self._add(label, plugin, "unknown", "unknown")
 
     def unregister(self, plugin: object) -> None:
         """Unregister a plugin object's observer hooks (its runners stay registered)."""

@@ -56,7 +56,8 @@ class RunnerRegistry:
 
         Raises :class:`TypeError` if it is not a :class:`~conveyor.runners.Runner` subclass.
         """
-        if not (isinstance(runner_class, type) and issubclass(runner_class, Runner)):
+        given: object = runner_class
+        if not (isinstance(given, type) and issubclass(given, Runner)):
             msg = (
                 f"Plugin {self._plugin!r} registered {runner_class!r}, which is not a Runner "
                 "subclass; register a class derived from conveyor.runners.Runner."

@@ -49,9 +49,7 @@ class WorkerPool:
 
     def _spawn(self) -> None:
         self._seq += 1
-        thread = threading.Thread(
-            target=self._work, name=f"{self._name}-{self._seq}", daemon=True
-        )
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{self._seq}", daemon=True)
         self._threads[thread] = None
         thread.start()
 
@@ -68,7 +66,7 @@ class WorkerPool:
                     return
                 try:
                     fn()
-                except BaseException:  # noqa: BLE001 - the item reports its own errors
+                except BaseException:
                     pass
                 if self._active > self._max:  # grew while a worker waited; shrink back
                     with self._lock:
@@ -92,7 +90,9 @@ class WorkerPool:
         with self._lock:
             self._active += 1
 
-    def shutdown(self, timeout: float = 5.0, abandoned: Callable[[threading.Thread], bool] = lambda t: False) -> None:
+    def shutdown(
+        self, timeout: float = 5.0, abandoned: Callable[[threading.Thread], bool] = lambda t: False
+    ) -> None:
         """
         Stop taking work and let workers exit; join those not busy with abandoned work, for at
         most ``timeout`` seconds in all.

@@ -101,9 +101,7 @@ class Runner:
     def options(self) -> dict[str, Any]:
         """The runner's options, as given to its constructor."""
         return {
-            (f.alias or f.name): getattr(self, f.name)
-            for f in attrs.fields(type(self))
-            if f.init
+            (f.alias or f.name): getattr(self, f.name) for f in attrs.fields(type(self)) if f.init
         }
 
     def duplicate(self: R) -> R:
@@ -321,9 +319,7 @@ class Attempt:
         traceback: str | None = None,
     ) -> None:
         """Report that the infrastructure failed the attempt (never the user's code)."""
-        self.run.on_attempt_end(
-            self, Crashed(message, reason=reason, exc=exc, traceback=traceback)
-        )
+        self.run.on_attempt_end(self, Crashed(message, reason=reason, exc=exc, traceback=traceback))
 
     def report(self, state: State[Any]) -> None:
         """Report a final state directly."""
@@ -368,7 +364,7 @@ class Attempt:
         self.run.on_attempt_start(self)
         try:
             value = self.context.run(self._call_sync)
-        except BaseException as exc:  # noqa: BLE001 - every end of the call is reported
+        except BaseException as exc:
             self.report_exception(exc)
             if not isinstance(exc, Exception) and not isinstance(exc, SystemExit):
                 raise
@@ -391,7 +387,7 @@ class Attempt:
         token = log_names_var.set((self.run.flow_run.name, self.name))
         try:
             value = await self.fn(*self.args, **self.kwargs)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             import anyio
 
             if isinstance(exc, anyio.get_cancelled_exc_class()) and self.finished:
@@ -411,9 +407,9 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
         fn = fn.func
     code = getattr(fn, "__code__", None)
     if code is None:  # a callable object: look at its __call__
-        code = getattr(getattr(fn, "__call__", None), "__code__", None)
+        call = type(fn).__dict__.get("__call__") or getattr(type(fn), "__call__", None)  # noqa: B004
+        code = getattr(call, "__code__", None)
     return code is not None and bool(code.co_flags & _CO_COROUTINE)
 
 
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
-

@@ -53,7 +53,7 @@ __all__ = [
 try:  # cloudpickle pickles functions defined in __main__, closures and lambdas by value
     import cloudpickle as _pickler
 except ImportError:  # pragma: no cover - every remote backend ships cloudpickle
-    _pickler = pickle  # type: ignore[no-redef]
+    _pickler = pickle
 
 
 def dumps(obj: Any) -> bytes:
@@ -211,7 +211,10 @@ class _Capture(logging.Handler):
         self.records: list[dict[str, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if (getattr(record, "flow_run_name", None), getattr(record, "task_run_name", None)) != self.names:
+        if (
+            getattr(record, "flow_run_name", None),
+            getattr(record, "task_run_name", None),
+        ) != self.names:
             return
         data = dict(record.__dict__)
         data["msg"] = record.getMessage()
@@ -223,7 +226,9 @@ class _Capture(logging.Handler):
         self.records.append(data)
 
 
-def _error(exc: BaseException, status: str, reason: str | None, records: list[dict[str, Any]]) -> Outcome:
+def _error(
+    exc: BaseException, status: str, reason: str | None, records: list[dict[str, Any]]
+) -> Outcome:
     try:
         blob: bytes | None = dumps(exc)
     except Exception:
@@ -255,7 +260,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
         fn, args, kwargs, names, level = loads(payload)
         args = _fill(args, deps)
         kwargs = _fill(kwargs, deps)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return _error(exc, "crash", "argument-deserialization", []), None
     install_record_factory()
     capture = _Capture(names)
@@ -272,7 +277,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
             return _error(exc, "error", None, capture.records), None
         except SystemExit as exc:
             return _error(exc, "crash", "system-exit", capture.records), None
-        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt and friends
+        except BaseException as exc:
             return _error(exc, "crash", "interrupted", capture.records), None
     finally:
         log_names_var.reset(token)
@@ -358,4 +363,3 @@ def report_outcome(attempt: Attempt, outcome: Outcome, value: Any) -> None:
     else:
         message = outcome.error_message or f"{outcome.error_type}"
     attempt.crash(message, reason=reason, exc=exc, traceback=outcome.traceback)
-
