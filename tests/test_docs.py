@@ -6,13 +6,17 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+SNIPPETS = [
+    textwrap.dedent(body)
+    for _, body in re.findall(r"^( *)```python\n(.*?)^\1```", README, flags=re.S | re.M)
+]
 
 
 def _run(
