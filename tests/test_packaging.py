@@ -36,9 +36,7 @@ RUN_BOUND = 60.0
 def _env() -> dict[str, str]:
     """The environment for commands in a test venv: nothing of this process's Python setup."""
     drop = {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
-    return {
-        k: v for k, v in os.environ.items() if k not in drop and not k.startswith("CONVEYOR_")
-    }
+    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("CONVEYOR_")}
 
 
 def _run(
@@ -68,7 +66,11 @@ def _ok(
 
 def _pip(*args: Any, cwd: Path) -> None:
     """Run this interpreter's pip (``--python`` points it at a venv without pip of its own)."""
-    _ok([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], cwd=cwd, bound=PIP_BOUND)
+    _ok(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        cwd=cwd,
+        bound=PIP_BOUND,
+    )
 
 
 class Venv:
@@ -94,9 +96,13 @@ class Venv:
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The three wheels built from this repository: conveyor, conveyor-dask, conveyor-ray."""
-    missing = [name for name, folder in PLUGINS.items() if not (folder / "pyproject.toml").is_file()]
+    missing = [
+        name for name, folder in PLUGINS.items() if not (folder / "pyproject.toml").is_file()
+    ]
     if missing:
-        pytest.fail(f"{', '.join(missing)} cannot be built: no pyproject.toml in {PLUGINS[missing[0]]}.")
+        pytest.fail(
+            f"{', '.join(missing)} cannot be built: no pyproject.toml in {PLUGINS[missing[0]]}."
+        )
     out = tmp_path_factory.mktemp("wheels")
     _pip("wheel", "--no-deps", "-w", out, REPO, *PLUGINS.values(), cwd=out)
     built = sorted(p.name.split("-")[0] for p in out.glob("*.whl"))
@@ -168,7 +174,9 @@ class TestDaskExtra:
 
     def test_uses_the_built_wheels(self, dask_venv: Venv) -> None:
         """conveyor comes from the venv's site-packages, not from this checkout."""
-        done = dask_venv.python_ok("import conveyor, conveyor_dask; print(conveyor.__file__); print(conveyor_dask.__file__)")
+        done = dask_venv.python_ok(
+            "import conveyor, conveyor_dask; print(conveyor.__file__); print(conveyor_dask.__file__)"
+        )
         for line in done.stdout.split():
             assert Path(line).resolve().is_relative_to(dask_venv.path.resolve()), line
 
@@ -177,7 +185,12 @@ class TestCoreAlone:
     def test_conveyor_run_runs_greetings(self, core_venv: Venv) -> None:
         """`conveyor run examples/greetings.py:greetings` completes all eight task runs."""
         done = _ok(
-            [core_venv.bin / "conveyor", "run", REPO / "examples" / "greetings.py:greetings", "--json"],
+            [
+                core_venv.bin / "conveyor",
+                "run",
+                REPO / "examples" / "greetings.py:greetings",
+                "--json",
+            ],
             cwd=core_venv.path,
         )
         summary = json.loads(done.stdout[done.stdout.index("{") :])
@@ -189,7 +202,13 @@ class TestCoreAlone:
         """The core alone has sequential and concurrent; asking for dask names the pip command."""
         assert {r["name"] for r in core_venv.runners()["runners"]} == {"sequential", "concurrent"}
         done = _run(
-            [core_venv.bin / "conveyor", "run", REPO / "examples" / "greetings.py:greetings", "--runner", "dask"],
+            [
+                core_venv.bin / "conveyor",
+                "run",
+                REPO / "examples" / "greetings.py:greetings",
+                "--runner",
+                "dask",
+            ],
             cwd=core_venv.path,
         )
         assert done.returncode == 2

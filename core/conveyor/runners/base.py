@@ -302,6 +302,14 @@ class Attempt:
 
     # -- reporting --------------------------------------------------------------------------
 
+    def mark_running(self) -> None:
+        """
+        Report that the work has started (the run becomes RUNNING). :meth:`call` and
+        :meth:`call_async` do this themselves; runners that execute elsewhere call it when the
+        backend starts the work (or when they hand it over, if they cannot tell).
+        """
+        self.run.on_attempt_start(self)
+
     def succeed(self, value: Any) -> None:
         """Report that the call returned ``value`` (or a :class:`~conveyor.ResultRef`)."""
         self.run.on_attempt_end(self, Completed(value))

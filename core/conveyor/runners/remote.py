@@ -52,12 +52,21 @@ __all__ = [
 
 try:  # cloudpickle pickles functions defined in __main__, closures and lambdas by value
     import cloudpickle as _pickler
-except ImportError:  # pragma: no cover - every remote backend ships cloudpickle
-    _pickler = pickle
+except ImportError:  # pragma: no cover - the remote runners' distributions depend on it
+    _pickler = None
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickle ``obj`` the way the envelope does (cloudpickle when installed)."""
+    """
+    Pickle ``obj`` with cloudpickle, which pickles the functions behind ``@task`` (often
+    defined in ``__main__``) by value. Raises :class:`PackError` if cloudpickle is missing.
+    """
+    if _pickler is None:
+        msg = (
+            "Running tasks in another process needs cloudpickle, which is not installed; "
+            "install it with `pip install cloudpickle`."
+        )
+        raise PackError(msg)
     return _pickler.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
 
 
@@ -128,6 +137,8 @@ def pack_call(
     names = (attempt.flow_run_name, attempt.name)
     try:
         payload = dumps((attempt.fn, args, kwargs, names, logging.getLogger().getEffectiveLevel()))
+    except PackError:
+        raise
     except Exception as exc:
         culprit = _find_unpicklable([attempt.fn, *args, *kwargs.values()])
         msg = f"An argument of type {culprit} cannot be pickled: {type(exc).__name__}: {exc}"
@@ -285,6 +296,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
         root.setLevel(old_level)
     try:
         buffers: list[Any] = []
+        assert _pickler is not None  # the driver packed the call with it
         blob = _pickler.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
         outcome = _error(exc, "crash", "result-serialization", capture.records)

@@ -270,15 +270,16 @@ class RunnerConformance:
         beating = t.heartbeat.with_options(timeout_seconds=1.0)
 
         @flow(runner=runner)
-        def timing_out() -> State[Any]:
+        def timing_out() -> tuple[State[Any], bool]:
             state = beating.submit(path, 400, 0.05).wait(BOUND)
             assert state is not None
-            return state
+            # Checked while the runner still runs: stopping the runner must not be what stops it.
+            return state, _heartbeat_stops(path)
 
-        state = timing_out()
+        state, stopped = timing_out()
         assert state.name == "TimedOut"
         assert state.reason == "stopped"
-        assert _heartbeat_stops(path)
+        assert stopped
 
     def test_cancel_pending(self, runner: Runner, tmp_path: Path) -> None:
         """Cancelling a run that has not started ends it CANCELLED, and its body never runs."""
@@ -310,18 +311,19 @@ class RunnerConformance:
         path = str(tmp_path / "beats")
 
         @flow(runner=runner)
-        def cancelling() -> State[Any]:
+        def cancelling() -> tuple[State[Any], bool]:
             run = t.heartbeat.submit(path, 400, 0.05)
             assert _wait_until(lambda: t.count(path) >= 2)
             run.cancel()
             state = run.wait(BOUND)
             assert state is not None
-            return state
+            # Checked while the runner still runs: stopping the runner must not be what stops it.
+            return state, _heartbeat_stops(path)
 
-        state = cancelling()
+        state, stopped = cancelling()
         assert state.type is StateType.CANCELLED
         assert state.reason == "stopped"
-        assert _heartbeat_stops(path)
+        assert stopped
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -117,7 +117,7 @@ class SubprocessRunner(Runner):
         child = self._spawn(attempt)
         if child is None:
             return
-        attempt.run.on_attempt_start(attempt)  # the run is RUNNING now
+        attempt.mark_running()  # the run is RUNNING now
         try:
             out, _ = child.communicate(payload)
         finally:

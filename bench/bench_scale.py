@@ -1,0 +1,90 @@
+"""
+Scale: `.map` of no-op tasks over N and 10*N items on one runner, in one process.
+
+    python bench/bench_scale.py --runner concurrent --items 10000
+    python bench/bench_scale.py --runner dask --items 2000
+
+Prints the time for N and 10*N items, their ratio (budget: 10x the items costs at most 12x the
+time), the per-run time, and the driver's peak RSS growth while the larger map ran. The runner
+is resolved by name exactly as flows resolve it, so its options come from the usual config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import threading
+import time
+
+import psutil
+
+from conveyor import flow, task
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+class PeakRSS:
+    """Samples this process's RSS on a thread; ``peak`` is the highest seen."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self.base = self._proc.memory_info().rss
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def run_map(runner: str, n: int) -> float:
+    @flow(runner=runner)
+    def mapped() -> int:
+        return sum(f.result() for f in inc.map(range(n)))
+
+    gc.collect()
+    start = time.perf_counter()
+    total = mapped()
+    elapsed = time.perf_counter() - start
+    assert total == n * (n + 1) // 2, "wrong results"
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runner", default="concurrent")
+    parser.add_argument("--items", type=int, default=10_000, help="N; the large run uses 10*N")
+    args = parser.parse_args()
+    n = args.items
+    run_map(args.runner, min(n, 1000))  # warm up: imports, first cluster start paths
+    # Best of several runs: one short run on a shared machine is mostly noise.
+    small = min(run_map(args.runner, n) for _ in range(5))
+    with PeakRSS() as rss:
+        large = min(run_map(args.runner, 10 * n) for _ in range(2))
+    ratio = large / small
+    growth = (rss.peak - rss.base) / 2**20
+    print(f"runner {args.runner}: {n:,} items {small:.2f} s, {10 * n:,} items {large:.2f} s")
+    print(
+        f"  10x items cost {ratio:.1f}x the time (budget <= 12x): {'PASS' if ratio <= 12 else 'OVER'}"
+    )
+    print(f"  {large / (10 * n) * 1e6:.0f} us per run at {10 * n:,} items")
+    print(f"  driver peak RSS growth during the large map: {growth:.0f} MB ({growth * 2**20 / (10 * n):.0f} B per run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
