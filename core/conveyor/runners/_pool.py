@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from conveyor.futures import _blocking
 
@@ -21,24 +22,25 @@ _STOP = None
 
 
 class WorkerPool:
-    """Run callables on at most ``max_workers`` non-waiting daemon threads."""
+    """Run ``handler(item)`` for queued items on at most ``max_workers`` non-waiting daemon threads."""
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, handler: Callable[[Any], object]) -> None:
         self._max = max_workers
         self._name = name
-        self._queue: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._handler = handler
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._active = 0  # workers that count against max_workers
         self._threads: dict[threading.Thread, object] = {}
         self._closed = False
         self._seq = 0
 
-    def submit(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn``; raises RuntimeError once the pool is shut down."""
+    def submit(self, item: Any) -> None:
+        """Queue ``item`` for the handler; raises RuntimeError once the pool is shut down."""
         if self._closed:
             msg = f"Pool {self._name!r} is shut down; it takes no more work."
             raise RuntimeError(msg)
-        self._queue.put(fn)
+        self._queue.put(item)
         # Workers start on demand up to max_workers and then stay; no idle bookkeeping on the
         # hot path (ThreadPoolExecutor's idle semaphore costs more than it saves here).
         if self._active < self._max:
@@ -56,16 +58,17 @@ class WorkerPool:
     def _work(self) -> None:
         _blocking.pool = self
         me = threading.current_thread()
+        handler = self._handler
         try:
             while True:
-                fn = self._queue.get()
-                if fn is _STOP:
+                item = self._queue.get()
+                if item is _STOP:
                     self._queue.put(_STOP)  # let the next worker see it too
                     with self._lock:
                         self._active -= 1
                     return
                 try:
-                    fn()
+                    handler(item)
                 except BaseException:
                     pass
                 if self._active > self._max:  # grew while a worker waited; shrink back

@@ -59,7 +59,7 @@ class ConcurrentRunner(Runner):
     )
 
     def on_start(self) -> None:
-        self._pool = WorkerPool(self.max_workers, "conveyor-worker")
+        self._pool = WorkerPool(self.max_workers, "conveyor-worker", self._run)
 
     def on_stop(self) -> None:
         pool, self._pool = self._pool, None
@@ -86,7 +86,7 @@ class ConcurrentRunner(Runner):
             attempt.handle = loop.submit(attempt.call_async())
             return
         assert self._pool is not None
-        self._pool.submit(lambda: self._run(attempt))
+        self._pool.submit(attempt)
 
     def _run(self, attempt: Attempt) -> None:
         me = threading.current_thread()
