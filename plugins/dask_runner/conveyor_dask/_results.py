@@ -53,7 +53,7 @@ class DaskResult(ResultRef[Any]):
                 value = future.result()
             except (KeyboardInterrupt, SystemExit):  # pragma: no cover - the user's own
                 raise
-            except BaseException as exc:  # noqa: BLE001 - CancelledError is a BaseException
+            except BaseException as exc:
                 msg = (
                     f"The result of {self.name!r} is no longer on the Dask cluster "
                     f"({type(exc).__name__}: {exc}); the worker holding it died or the runner "

@@ -40,6 +40,9 @@ class TaskOutcome(Exception):
         o = self.outcome
         return f"conveyor run ended {o.status} ({o.reason or o.error_type}): {o.error_message}"
 
+    def __repr__(self) -> str:
+        return f"TaskOutcome({self})"
+
 
 def _publish(topic: str | None, msg: Any) -> None:
     if not topic:
@@ -92,18 +95,28 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     return value
 
 
-def is_executing(key: str) -> bool:
-    """Whether this worker process is running the body of ``key`` now (for ``client.run``)."""
+def is_executing(key: str) -> int:
+    """This worker process's pid if it is running the body of ``key`` now, else 0 (for ``client.run``)."""
+    import os
+
     with _lock:
-        return key in _executing
+        return os.getpid() if key in _executing else 0
+
+
+GUARD_NAME = "conveyor-lost-result-guard"
+
+
+def has_guard(dask_scheduler: Any) -> bool:
+    """Whether the scheduler has conveyor's guard plugin (for ``client.run_on_scheduler``)."""
+    return GUARD_NAME in dask_scheduler.plugins
 
 
 def guard_plugin() -> Any:
     """A scheduler plugin that turns a lost completed conveyor result into a lost key."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
-    class LostResultGuard(SchedulerPlugin):  # type: ignore[misc]
-        name = "conveyor-lost-result-guard"
+    class LostResultGuard(SchedulerPlugin):
+        name = GUARD_NAME
 
         def __init__(self) -> None:
             self.scheduler: Any = None

@@ -29,12 +29,12 @@ __all__ = ["DaskRunner"]
 logger = logging.getLogger("conveyor.dask")
 
 #: Dask settings pinned on clusters this runner starts itself: no native retries (conveyor's
-#: ``retries``/``crash_retries`` decide), and no more tasks sent to a worker than it has threads,
-#: so a dying worker takes down no queued bystanders.
+#: ``retries``/``crash_retries`` decide how often a body runs).
 OWNED_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.scheduler.allowed-failures": 0,
-    "distributed.scheduler.worker-saturation": 1.0,
 }
+
+
 
 # A run whose worker died before its body started is resubmitted at most this many times.
 _MAX_UNSTARTED_RESUBMITS = 2
@@ -80,7 +80,7 @@ def _default_workers() -> int:
 def _in_task_worker() -> Any:
     """The Dask worker whose task thread this is, or None."""
     try:
-        from distributed.worker import thread_state
+        from distributed.worker import thread_state  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover
         return None
     state = getattr(thread_state, "execution_state", None)
@@ -239,7 +239,7 @@ class DaskRunner(Runner):
         kwargs = {"timeout": self.connect_timeout, "set_as_default": False}
         kwargs.update(self.client_kwargs)
         try:
-            return Client(target, **kwargs)
+            return Client(target, **kwargs)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
             msg = (
                 f"Runner 'dask' could not reach the Dask scheduler at {label} within "
@@ -295,11 +295,12 @@ class DaskRunner(Runner):
         return cluster
 
     def _install_guard(self) -> None:
-        from conveyor_dask._worker import guard_plugin
+        from conveyor_dask._worker import GUARD_NAME, guard_plugin, has_guard
 
         self._guarded = False
         try:
-            self._client.register_plugin(guard_plugin(), name="conveyor-lost-result-guard")
+            if not self._client.run_on_scheduler(has_guard):
+                self._client.register_plugin(guard_plugin(), name=GUARD_NAME)
             self._guarded = True
         except Exception as exc:
             logger.warning(
@@ -311,7 +312,7 @@ class DaskRunner(Runner):
 
     def on_stop(self) -> None:
         self._stopping = True
-        client, cluster = self._client, self._cluster
+        client = self._client
         for thread in list(self._restarts):
             thread.join(30)
         self._restarts.clear()
@@ -352,7 +353,7 @@ class DaskRunner(Runner):
     def _secede(self) -> None:
         from distributed import secede
 
-        secede()
+        secede()  # type: ignore[no-untyped-call]
         self._seceded = threading.current_thread()
 
     def _rejoin(self) -> None:
@@ -360,7 +361,7 @@ class DaskRunner(Runner):
             from distributed import rejoin
 
             self._seceded = None
-            rejoin()
+            rejoin()  # type: ignore[no-untyped-call]
 
     # -- running ------------------------------------------------------------------------------
 
@@ -498,7 +499,7 @@ class DaskRunner(Runner):
             return
         try:
             exc = future.exception(timeout=30)
-        except BaseException as err:  # noqa: BLE001 - CancelledError, TimeoutError
+        except BaseException as err:
             if isinstance(err, KeyboardInterrupt):  # pragma: no cover
                 raise
             attempt.crash(
@@ -525,6 +526,13 @@ class DaskRunner(Runner):
         if isinstance(exc, TaskOutcome):
             report_outcome(attempt, exc.outcome, None)
             return
+        if isinstance(exc, KilledWorker) and self._backend_gone():
+            attempt.crash(
+                f"The Dask cluster shut down while {attempt.name!r} ran ({exc}).",
+                reason="backend-lost",
+                exc=exc,
+            )
+            return
         if isinstance(exc, KilledWorker):
             if started_on is None and tries < _MAX_UNSTARTED_RESUBMITS and not self._stopping:
                 # Its worker died before this run's body started (it was queued behind the
@@ -548,6 +556,14 @@ class DaskRunner(Runner):
             exc=exc,
         )
 
+    def _backend_gone(self) -> bool:
+        """Whether the cluster or the scheduler connection is going or gone."""
+        client, cluster = self._client, self._cluster
+        if self._stopping or client is None or client.status != "running":
+            return True
+        status = getattr(getattr(cluster, "status", None), "name", "running")
+        return status in ("closing", "closed", "failed")
+
     # -- cancelling ---------------------------------------------------------------------------
 
     def cancel(self, attempt: Attempt) -> bool:
@@ -570,32 +586,42 @@ class DaskRunner(Runner):
         from conveyor_dask._worker import is_executing
 
         try:
-            running = [a for a, yes in client.run(is_executing, key).items() if yes]
+            running = {a: pid for a, pid in client.run(is_executing, key).items() if pid}
         except Exception:
-            running = [started_on] if started_on else []
+            running = {started_on: 0} if started_on else {}
         if not running:
             return True  # it never started, or already ended: it will not run
         if not self._owns_cluster:
             return False  # a thread cannot be stopped, and we may not restart others' workers
-        for address in running:
-            self._restart_worker(address, attempt.name)
+        for address, pid in running.items():
+            self._stop_worker(address, pid, attempt.name)
         return True
 
-    def _restart_worker(self, address: str, name: str) -> None:
+    def _stop_worker(self, address: str, pid: int, name: str) -> None:
+        """Stop the worker process running ``name``; its nanny starts a fresh one."""
         logger.warning(
-            "Restarting Dask worker %s to stop %r, which cannot be interrupted otherwise.",
+            "Stopping Dask worker %s to stop %r, which cannot be interrupted otherwise; its "
+            "nanny starts a new worker.",
             address,
             name,
         )
+        try:
+            self._rescue_results(address)
+        except Exception:
+            logger.debug("Moving results off %s failed.", address, exc_info=True)
+        if pid and self._is_local_process(pid):
+            import signal
+
+            try:
+                os.kill(pid, signal.SIGKILL)
+                return
+            except OSError:
+                logger.debug("Could not kill worker pid %s.", pid, exc_info=True)
 
         def restart() -> None:
             client = self._client
             if client is None:
                 return
-            try:
-                self._rescue_results(address)
-            except Exception:
-                logger.debug("Moving results off %s failed.", address, exc_info=True)
             try:
                 client.restart_workers([address], timeout=60, raise_for_error=False)
             except Exception:
@@ -605,6 +631,16 @@ class DaskRunner(Runner):
         self._restarts = [t for t in self._restarts if t.is_alive()]
         self._restarts.append(thread)
         thread.start()
+
+    def _is_local_process(self, pid: int) -> bool:
+        """Whether ``pid`` is a worker process of the cluster this runner started on this host."""
+        import psutil  # type: ignore[import-untyped]  # a dependency of distributed
+
+        try:
+            me = psutil.Process()
+            return any(child.pid == pid for child in me.children(recursive=True))
+        except Exception:
+            return False
 
     def _rescue_results(self, address: str) -> None:
         """Copy completed results that only ``address`` holds to another worker."""

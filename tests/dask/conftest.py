@@ -1,0 +1,75 @@
+"""
+Fixtures for the Dask runner tests: one small LocalCluster of worker processes for the module,
+and helpers to count how often a task body ran (one file per run in a folder).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("conveyor_dask")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A LocalCluster of 2 worker processes x 1 thread on 127.0.0.1, offering GPU=1 each."""
+    import dask
+    from distributed import LocalCluster
+
+    from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
+
+    with dask.config.set(OWNED_CLUSTER_CONFIG):
+        c = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            resources={"GPU": 1},
+        )
+    yield c
+    c.close(timeout=30)
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """A folder where tasks record each execution of their body as one file."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    return d
+
+
+def count_runs(folder: Path, name: str) -> int:
+    """How many times a body that records ``name`` ran."""
+    return len(list(folder.glob(f"{name}.*")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_resource_tracker() -> Iterator[None]:
+    """
+    Worker processes are spawned, which starts multiprocessing's resource tracker process in
+    this one; stop it (by its own protocol) when the Dask tests are done, so it is not left behind.
+    """
+    yield
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_pid", None) is not None and hasattr(tracker, "_stop"):
+        tracker._stop()

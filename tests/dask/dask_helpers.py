@@ -1,0 +1,57 @@
+"""
+Task bodies and values shared by the Dask tests; importable on the workers (same sys.path).
+
+Each body imports what it needs, and records its execution as a file ``<name>.<uuid>`` in a
+folder, so tests count executions across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+UNPICKLED_IN: list[int] = []
+
+
+def record(folder: str | None, name: str) -> None:
+    if folder:
+        import uuid
+
+        (Path(folder) / f"{name}.{uuid.uuid4().hex}").write_text(str(os.getpid()))
+
+
+def _rebuild(payload: bytes) -> Tracked:
+    UNPICKLED_IN.append(os.getpid())
+    return Tracked(payload)
+
+
+class Tracked:
+    """A value that notes every process that unpickles it (in ``UNPICKLED_IN`` there)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.payload,))
+
+
+def _explode() -> Any:
+    raise RuntimeError("unpickle bomb")
+
+
+class UnpickleBomb:
+    """Pickles fine, raises RuntimeError when unpickled."""
+
+    def __reduce__(self) -> Any:
+        return (_explode, ())
+
+
+def make_lock() -> Any:
+    return threading.Lock()
+
+
+def roundtrip(value: Any) -> Any:
+    return pickle.loads(pickle.dumps(value))
