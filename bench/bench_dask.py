@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+import conveyor
 from conveyor import flow, task
 
 N_NOOP = 1000
@@ -106,7 +107,7 @@ def conveyor_noop(runner: Any) -> float:
     def f() -> float:
         t0 = time.perf_counter()
         futs = noop_t.map(range(N_NOOP))
-        values = [fut.result() for fut in futs]
+        values = conveyor.gather(futs)  # one round trip, like client.gather
         elapsed = time.perf_counter() - t0
         assert values == list(range(N_NOOP))
         return elapsed
@@ -143,7 +144,10 @@ def main() -> int:
 
     with dask.config.set(OWNED_CLUSTER_CONFIG):
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
         )
     try:
@@ -151,8 +155,9 @@ def main() -> int:
         runner = DaskRunner(address=cluster.scheduler_address)
         # warm up both paths (imports, worker-side function caches)
         raw_noop(client), conveyor_noop(runner), raw_chain(client), conveyor_chain(runner)
-        results: dict[str, list[float]] = {k: [] for k in ("raw_noop", "cv_noop", "raw_chain",
-                                                          "cv_chain", "raw_rss", "cv_rss")}
+        results: dict[str, list[float]] = {
+            k: [] for k in ("raw_noop", "cv_noop", "raw_chain", "cv_chain", "raw_rss", "cv_rss")
+        }
         for _ in range(args.repeat):  # interleaved, so load on the shared machine hits both
             results["raw_noop"].append(raw_noop(client))
             results["cv_noop"].append(conveyor_noop(runner))
@@ -170,12 +175,18 @@ def main() -> int:
     noop_ratio = med["cv_noop"] / med["raw_noop"]
     chain_ratio = med["cv_chain"] / med["raw_chain"]
     rss = max(results["cv_rss"])
-    print(f"1,000 no-op runs  raw distributed {med['raw_noop']*1e3:8.1f} ms   "
-          f"conveyor {med['cv_noop']*1e3:8.1f} ms   ratio {noop_ratio:.2f}x (budget 1.25x)")
-    print(f"chain of 100x10MB raw distributed {med['raw_chain']*1e3:8.1f} ms   "
-          f"conveyor {med['cv_chain']*1e3:8.1f} ms   ratio {chain_ratio:.2f}x (budget 1.25x)")
-    print(f"driver peak RSS growth during the chain: conveyor {rss:.1f} MB (budget < 50 MB), "
-          f"raw {max(results['raw_rss']):.1f} MB")
+    print(
+        f"1,000 no-op runs  raw distributed {med['raw_noop'] * 1e3:8.1f} ms   "
+        f"conveyor {med['cv_noop'] * 1e3:8.1f} ms   ratio {noop_ratio:.2f}x (budget 1.25x)"
+    )
+    print(
+        f"chain of 100x10MB raw distributed {med['raw_chain'] * 1e3:8.1f} ms   "
+        f"conveyor {med['cv_chain'] * 1e3:8.1f} ms   ratio {chain_ratio:.2f}x (budget 1.25x)"
+    )
+    print(
+        f"driver peak RSS growth during the chain: conveyor {rss:.1f} MB (budget < 50 MB), "
+        f"raw {max(results['raw_rss']):.1f} MB"
+    )
     ok = noop_ratio <= 1.25 and chain_ratio <= 1.25 and rss < 50
     print("within budget" if ok else "OVER BUDGET")
     return 0 if ok else 1

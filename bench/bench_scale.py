@@ -65,7 +65,9 @@ def run_map(runner: str, n: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runner", default="concurrent")
     parser.add_argument("--items", type=int, default=10_000, help="N; the large run uses 10*N")
     args = parser.parse_args()
@@ -82,7 +84,9 @@ def main() -> int:
         f"  10x items cost {ratio:.1f}x the time (budget <= 12x): {'PASS' if ratio <= 12 else 'OVER'}"
     )
     print(f"  {large / (10 * n) * 1e6:.0f} us per run at {10 * n:,} items")
-    print(f"  driver peak RSS growth during the large map: {growth:.0f} MB ({growth * 2**20 / (10 * n):.0f} B per run)")
+    print(
+        f"  driver peak RSS growth during the large map: {growth:.0f} MB ({growth * 2**20 / (10 * n):.0f} B per run)"
+    )
     return 0
 
 

@@ -255,3 +255,61 @@ class TestFirstFinalStateWins:
             return fut.cancel(), fut.state.name
 
         assert f() == (False, "Completed")
+
+
+class TestGather:
+    def test_gather_returns_values_in_order(self) -> None:
+        """gather() waits for every future and returns the values in submission order."""
+
+        @flow(runner="concurrent")
+        def f() -> list[int]:
+            return conveyor.gather(quick.map(range(20)), timeout=30)
+
+        assert f() == list(range(20))
+
+    def test_gather_raises_the_first_failure(self) -> None:
+        """gather() raises the first failed run's exception, or returns it in place."""
+
+        @flow(runner="concurrent")
+        def f() -> list[object]:
+            futures = [quick.submit(1), boom.submit(), quick.submit(2)]
+            with pytest.raises(ValueError, match="boom"):
+                conveyor.gather(futures, timeout=30)
+            return conveyor.gather(futures, timeout=30, raise_on_failure=False)
+
+        values = f()
+        assert values[0] == 1 and values[2] == 2 and isinstance(values[1], ValueError)
+
+    def test_gather_timeout(self) -> None:
+        """gather() raises TimeoutError when a run is not final in time."""
+
+        @flow(runner="concurrent")
+        def f() -> None:
+            fut = blocked.submit(1)
+            with pytest.raises(TimeoutError):
+                conveyor.gather([fut], timeout=0.05)
+            gate.set()
+
+        f()
+
+    def test_gather_fetches_result_refs_in_one_batch(self) -> None:
+        """Values held elsewhere are fetched with one get_many call per ResultRef class."""
+        from conveyor.states import Completed, ResultRef
+
+        calls: list[int] = []
+
+        class Ref(ResultRef[int]):
+            def __init__(self, v: int) -> None:
+                self.v = v
+
+            def get(self) -> int:
+                raise AssertionError("fetched one by one")
+
+            @classmethod
+            def get_many(cls, refs: list[ResultRef[int]]) -> list[int | BaseException]:
+                calls.append(len(refs))
+                return [r.v for r in refs]  # type: ignore[attr-defined]
+
+        futures = [RunFuture(str(i), f"r-{i}", Completed(Ref(i)), None) for i in range(5)]
+        assert conveyor.gather(futures) == [0, 1, 2, 3, 4]
+        assert calls == [5]

@@ -35,6 +35,7 @@ from conveyor.futures import (
     FIRST_EXCEPTION,
     RunFuture,
     as_completed,
+    gather,
     wait,
 )
 from conveyor.plugins.hookspecs import hookimpl
@@ -73,6 +74,7 @@ __all__ = [
     "__version__",
     "as_completed",
     "flow",
+    "gather",
     "get_run_logger",
     "hookimpl",
     "task",

@@ -12,13 +12,14 @@ import contextvars
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from conveyor._timers import TimerHandle, call_later
 from conveyor.futures import RunFuture
-from conveyor.runners.base import Attempt
+from conveyor.runners.base import Attempt, PendingResult
 from conveyor.states import (
     Cancelled,
     Crashed,
@@ -94,6 +95,7 @@ class TaskRun:
         "args",
         "attempt",
         "attempts",
+        "chained",
         "context",
         "crashes",
         "failures",
@@ -126,6 +128,7 @@ class TaskRun:
         self.failures = 0
         self.crashes = 0
         self.timer: TimerHandle | None = None
+        self.chained: list[RunFuture[Any]] | None = None
         self.context = contextvars.copy_context()
         name = flow_run.next_task_run_name(options.name)
         self.future: RunFuture[Any] = RunFuture(f"{flow_run.id}.{next(_ids)}", name, _PENDING, self)
@@ -163,19 +166,48 @@ class TaskRun:
         if not upstream:
             self._launch()
             return
-        waiting = [len(upstream)]
-        count_lock = threading.Lock()
-
-        def on_upstream_done(_f: RunFuture[Any]) -> None:
-            with count_lock:
-                waiting[0] -= 1
-                last = waiting[0] == 0
-            if last:
-                self._resolve_upstream(upstream)
-
         for f in upstream:
             f._observed = True
-            f.add_done_callback(on_upstream_done)
+        chained = self._chain_values(upstream)
+        if chained is not None:
+            self.chained = upstream
+            self._launch(chained)
+            return
+        _when_all_done(upstream, lambda: self._resolve_upstream(upstream))
+
+    def _chain_values(self, upstream: list[RunFuture[Any]]) -> dict[int, Any] | None:
+        """
+        On a runner with native futures, the values to launch with at once: upstream runs that
+        are still running pass as :class:`PendingResult` (the runner hands their backend
+        handle to the backend, which orders the work). None when the run must wait instead:
+        the runner cannot chain, this run has a timeout (it would count the upstream's time),
+        or an upstream run could still be retried (its first attempt may not be its last).
+        """
+        runner = self.runner
+        if not runner.capabilities.native_futures or self.options.timeout_seconds is not None:
+            return None
+        values: dict[int, Any] = {}
+        for f in upstream:
+            state = f._state
+            if state.type is StateType.COMPLETED:
+                values[id(f)] = state.data
+                continue
+            run = f._run
+            attempt = run.attempt if run is not None else None
+            if (
+                run is None
+                or attempt is None
+                or run.runner is not runner
+                or run.options.retries
+                or run.options.crash_retries
+                or run.timer is not None
+            ):
+                return None
+            handle = runner.upstream_handle(attempt)
+            if handle is None:
+                return None
+            values[id(f)] = PendingResult(f, handle)
+        return values
 
     def _resolve_upstream(self, upstream: list[RunFuture[Any]]) -> None:
         if self.future.done():  # cancelled while waiting
@@ -185,13 +217,7 @@ class TaskRun:
         for f in upstream:
             state = f._state
             if state.type is not StateType.COMPLETED:
-                self._finish(
-                    NotRun(
-                        f"Upstream run {f.name!r} ended {state.name}"
-                        + (f" ({state.message})" if state.message else "")
-                        + f", so {self.future.name!r} did not run."
-                    )
-                )
+                self._finish(_not_run(f, self.future.name))
                 return
             data = state.data
             if isinstance(data, ResultRef) and not native:
@@ -210,13 +236,20 @@ class TaskRun:
             values[id(f)] = data
         self.args = substitute(self.args, values)
         self.kwargs = substitute(self.kwargs, values)
+        self.chained = None
         self._launch()
 
-    def _launch(self) -> None:
+    def _launch(self, values: dict[int, Any] | None = None) -> None:
         if self.future.done():
             return
+        if self.chained is not None and values is None:  # a retry of a chained run
+            self._resolve_upstream(self.chained)
+            return
         self.attempts += 1
-        attempt = Attempt(self, self.attempts, self.task.fn, self.args, self.kwargs, self.context)
+        args, kwargs = self.args, self.kwargs
+        if values is not None:
+            args, kwargs = substitute(args, values), substitute(kwargs, values)
+        attempt = Attempt(self, self.attempts, self.task.fn, args, kwargs, self.context)
         with _lock:
             self.attempt = attempt
         timeout = self.options.timeout_seconds
@@ -256,6 +289,18 @@ class TaskRun:
                 )
                 return
             self.attempt = None
+        if self.chained is not None and state.type is not StateType.COMPLETED:
+            # It ran chained to upstream runs: if one of them did not complete, that is why.
+            upstream = self.chained
+            _when_all_done(upstream, lambda: self._after_chained(upstream, state))
+            return
+        self._after_attempt(state)
+
+    def _after_chained(self, upstream: list[RunFuture[Any]], state: State[Any]) -> None:
+        for f in upstream:
+            if f._state.type is not StateType.COMPLETED:
+                self._finish(_not_run(f, self.future.name))
+                return
         self._after_attempt(state)
 
     def _after_attempt(self, state: State[Any]) -> None:
@@ -325,6 +370,30 @@ class TaskRun:
                 stopped=stopped,
             )
         )
+
+
+def _not_run(upstream: RunFuture[Any], name: str) -> State[Any]:
+    state = upstream._state
+    detail = f" ({state.message})" if state.message else ""
+    return NotRun(
+        f"Upstream run {upstream.name!r} ended {state.name}{detail}, so {name!r} did not run."
+    )
+
+
+def _when_all_done(futures: list[RunFuture[Any]], then: Callable[[], object]) -> None:
+    """Call ``then()`` once, when every future is final (at once if they all are)."""
+    waiting = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_f: RunFuture[Any]) -> None:
+        with lock:
+            waiting[0] -= 1
+            last = waiting[0] == 0
+        if last:
+            then()
+
+    for f in futures:
+        f.add_done_callback(one_done)
 
 
 _PENDING = Pending()

@@ -29,6 +29,7 @@ __all__ = [
     "DoneAndNotDone",
     "RunFuture",
     "as_completed",
+    "gather",
     "wait",
 ]
 
@@ -310,6 +311,50 @@ def wait(
     for f in pending:
         f._remove_callback(on_done)
     return DoneAndNotDone(fs - pending, pending)
+
+
+def gather(
+    futures: Iterable[RunFuture[Any]], timeout: float | None = None, raise_on_failure: bool = True
+) -> list[Any]:
+    """
+    Wait for every future and return their values, in order.
+
+    Like ``[f.result() for f in futures]``, but values that live on a backend (a Dask worker,
+    the Ray object store) are fetched together, in one round trip per backend instead of one
+    per run. Raises the first failed run's exception (in order), or with
+    ``raise_on_failure=False`` puts the exception in its place. Raises :class:`TimeoutError`
+    if some run is not final after ``timeout`` seconds.
+    """
+    from conveyor.states import ResultRef
+
+    fs = list(futures)
+    _, not_done = wait(fs, timeout=timeout)
+    if not_done:
+        msg = f"{len(not_done)} (of {len(fs)}) runs did not finish within {timeout} s."
+        raise TimeoutError(msg)
+    values: list[Any] = [None] * len(fs)
+    failed: list[int] = []
+    remote: dict[type[ResultRef[Any]], list[int]] = {}
+    for i, f in enumerate(fs):
+        state = f._state
+        if not state.is_completed():
+            values[i] = state.exception()
+            failed.append(i)
+        elif isinstance(state.data, ResultRef):
+            remote.setdefault(type(state.data), []).append(i)
+        else:
+            values[i] = state.data
+    for cls, indexes in remote.items():
+        fetched = cls.get_many([fs[i]._state.data for i in indexes])
+        for i, value in zip(indexes, fetched, strict=True):
+            values[i] = value
+            if isinstance(value, BaseException):
+                failed.append(i)
+    if raise_on_failure and failed:
+        error = values[min(failed)]
+        assert isinstance(error, BaseException)
+        raise error
+    return values
 
 
 def as_completed(

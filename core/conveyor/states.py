@@ -86,6 +86,21 @@ class ResultRef(Generic[T]):
         """
         raise NotImplementedError
 
+    @classmethod
+    def get_many(cls, refs: list[ResultRef[T]]) -> list[T | BaseException]:
+        """
+        Fetch several values of this class at once (one round trip where the backend allows);
+        each item is the value, or the exception :meth:`get` would raise. The default calls
+        :meth:`get` for each.
+        """
+        out: list[T | BaseException] = []
+        for ref in refs:
+            try:
+                out.append(ref.get())
+            except Exception as exc:
+                out.append(exc)
+        return out
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)

@@ -60,7 +60,9 @@ class TestDistribution:
         import conveyor_dask
 
         public = {n for n in dir(conveyor_dask) if not n.startswith("_")} - {
-            "plugin", "runner", "annotations"
+            "plugin",
+            "runner",
+            "annotations",
         }
         assert set(conveyor_dask.__all__) - {"__version__"} == public
 

@@ -227,7 +227,9 @@ class TestFaults:
         assert type(exc) is ValueError and str(exc) == "the message"
         assert "in raises" in (state.traceback or "")
 
-    def test_sys_exit_is_crashed_and_the_worker_survives(self, runner: DaskRunner, cluster: Any) -> None:
+    def test_sys_exit_is_crashed_and_the_worker_survives(
+        self, runner: DaskRunner, cluster: Any
+    ) -> None:
         """sys.exit() in a task is CRASHED (system-exit); the worker processes are the same after."""
         from distributed import Client
 
@@ -269,7 +271,9 @@ class TestFaults:
             (returns_bomb, "result-deserialization", "UnpickleBomb"),
         ],
     )
-    def test_bad_results_are_crashed(self, runner: DaskRunner, body: Any, reason: str, needle: str) -> None:
+    def test_bad_results_are_crashed(
+        self, runner: DaskRunner, body: Any, reason: str, needle: str
+    ) -> None:
         """A result that cannot be pickled or unpickled is CRASHED naming its type, never a user RuntimeError."""
 
         @flow(runner=runner)

@@ -4,7 +4,7 @@ The runner protocol and the built-in runners.
 
 from __future__ import annotations
 
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
 from conveyor.runners.concurrent import ConcurrentRunner
 from conveyor.runners.sequential import SequentialRunner
 
@@ -13,6 +13,7 @@ __all__ = [
     "Capabilities",
     "ConcurrencyType",
     "ConcurrentRunner",
+    "PendingResult",
     "Runner",
     "SequentialRunner",
 ]

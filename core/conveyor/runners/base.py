@@ -26,14 +26,22 @@ import attrs
 
 from conveyor._context import log_names_var
 from conveyor.exceptions import RunnerNotStartedError
-from conveyor.states import Cancelled, Completed, Crashed, Failed, State
+from conveyor.states import Cancelled, Completed, Crashed, Failed, ResultRef, State
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from conveyor._engine import TaskRun
+    from conveyor.futures import RunFuture
 
-__all__ = ["Attempt", "Capabilities", "ConcurrencyType", "Runner", "is_async_callable"]
+__all__ = [
+    "Attempt",
+    "Capabilities",
+    "ConcurrencyType",
+    "PendingResult",
+    "Runner",
+    "is_async_callable",
+]
 
 R = TypeVar("R", bound="Runner")
 
@@ -210,6 +218,16 @@ class Runner:
         """
         raise NotImplementedError
 
+    def upstream_handle(self, attempt: Attempt) -> Any:
+        """
+        For runners with ``native_futures``: the backend handle of the result of ``attempt``,
+        which is still running, so a downstream run can be launched at once and the backend
+        orders the two (the handle arrives as :class:`~conveyor.runners.PendingResult`'s
+        ``handle`` in the downstream run's arguments). Return None (the default) to have
+        downstream runs wait until the upstream run is final.
+        """
+        return None
+
     def cancel(self, attempt: Attempt) -> bool:
         """
         Stop ``attempt``: drop it if it has not started, interrupt it if it runs and the backend
@@ -217,6 +235,29 @@ class Runner:
         be running. The engine already marked the run; this is about the work.
         """
         return False
+
+
+class PendingResult(ResultRef[Any]):
+    """
+    The result of an upstream run that is still running on the same runner, passed to a
+    downstream run launched at once. ``handle`` is what the runner's
+    :meth:`~conveyor.runners.Runner.upstream_handle` gave for it (a Dask future, a Ray
+    ObjectRef); :meth:`get` waits for the upstream run and returns its value.
+    """
+
+    __slots__ = ("future", "handle")
+
+    def __init__(self, future: RunFuture[Any], handle: Any) -> None:
+        self.future = future
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"<PendingResult of {self.future.name}>"
+
+    def get(self) -> Any:
+        state = self.future._wait()
+        assert state is not None
+        return state.result()
 
 
 def _format_exception(exc: BaseException) -> str:

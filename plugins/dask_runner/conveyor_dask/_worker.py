@@ -76,13 +76,22 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     """
     from distributed import get_worker
 
-    try:
-        address = get_worker().address
-    except Exception:  # pragma: no cover - executed outside a worker
-        address = ""
-    _publish(topic, ("start", key, address))
     with _lock:
         _executing[key] = threading.current_thread()
+    try:
+        worker = get_worker()
+    except Exception:  # pragma: no cover - executed outside a worker
+        worker = None
+    if worker is not None and topic:
+        # Announce the start only for a body still running after START_GRACE seconds: a run
+        # that finishes sooner is reported by its result, and the event costs a round trip
+        # per run. A worker that dies within the grace period was (on 1-thread workers) killed
+        # by this very run, which crashed itself and may run again.
+        loop = worker.loop
+        address = worker.address
+        loop.add_callback(
+            lambda: loop.call_later(START_GRACE, _announce_if_running, worker, topic, key, address)
+        )
     try:
         outcome, value = run_packed(payload, *deps)
     finally:
@@ -93,6 +102,20 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     if outcome.records:
         _publish(topic, ("logs", key, _safe_records(outcome.records)))
     return value
+
+
+#: Seconds a body runs before the driver is told that it started.
+START_GRACE = 0.05
+
+
+def _announce_if_running(worker: Any, topic: str, key: str, address: str) -> None:
+    with _lock:
+        running = key in _executing
+    if running:
+        try:
+            worker.log_event(topic, ("start", key, address))
+        except Exception:  # pragma: no cover - the worker is closing
+            logger.debug("Could not publish the start of %s", key, exc_info=True)
 
 
 def is_executing(key: str) -> int:

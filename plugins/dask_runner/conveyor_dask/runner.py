@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
 from conveyor.runners.remote import Outcome, loads, pack_or_crash, replay_records, report_outcome
 from conveyor_dask._results import DaskResult
 
@@ -33,7 +33,6 @@ logger = logging.getLogger("conveyor.dask")
 OWNED_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.scheduler.allowed-failures": 0,
 }
-
 
 
 # A run whose worker died before its body started is resubmitted at most this many times.
@@ -203,9 +202,14 @@ class DaskRunner(Runner):
         self._stopping = False
         self._topic = f"conveyor-runner-{uuid.uuid4().hex}"
         worker = self._nest_worker or _in_task_worker()
-        if worker is not None and self.cluster_class is None and self.address in (
-            None,
-            worker.scheduler.address,
+        if (
+            worker is not None
+            and self.cluster_class is None
+            and self.address
+            in (
+                None,
+                worker.scheduler.address,
+            )
         ):
             # A nested flow: reuse the worker's client; never build a cluster in a worker.
             self._client = distributed.get_client()
@@ -368,7 +372,14 @@ class DaskRunner(Runner):
     def _native(self, ref: Any) -> Any:
         if isinstance(ref, DaskResult) and ref.client is self._client and ref.future is not None:
             return ref.future
+        if isinstance(ref, PendingResult):  # an upstream run still running here: its future
+            return ref.handle
         return None
+
+    def upstream_handle(self, attempt: Attempt) -> Any:
+        """The Dask future of a running attempt, so a downstream run is submitted at once."""
+        handle = attempt.handle
+        return handle[0] if handle else None
 
     def execute(self, attempt: Attempt) -> None:
         packed = pack_or_crash(attempt, native=self._native)
@@ -393,7 +404,12 @@ class DaskRunner(Runner):
         self._submit(attempt, payload, deps, restrictions, 0)
 
     def _submit(
-        self, attempt: Attempt, payload: bytes, deps: list[Any], restrictions: dict[str, Any], tries: int
+        self,
+        attempt: Attempt,
+        payload: bytes,
+        deps: list[Any],
+        restrictions: dict[str, Any],
+        tries: int,
     ) -> None:
         from conveyor_dask._worker import KEY_PREFIX, run_task
 
@@ -431,7 +447,7 @@ class DaskRunner(Runner):
         return (
             f"No worker of the Dask cluster offers the resources {wanted!r} (the workers offer "
             f"{', '.join(offered) or 'no resources'}); start workers with e.g. "
-            f"`dask worker --resources \"{','.join(f'{k}={v}' for k, v in wanted.items())}\"` "
+            f'`dask worker --resources "{",".join(f"{k}={v}" for k, v in wanted.items())}"` '
             "or `cluster_kwargs={'resources': {...}}`, or drop `resources` from the task."
         )
 

@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from conveyor_ray._results import RayResult
 from conveyor_ray._version import __version__
-from conveyor_ray.runner import RayRunner
+from conveyor_ray.runner import RayRunner, ray_options_for
 
-__all__ = ["RayResult", "RayRunner", "__version__"]
+__all__ = ["RayResult", "RayRunner", "__version__", "ray_options_for"]

@@ -1,0 +1,385 @@
+"""
+The process's connection to Ray: started or joined by conveyor under a deadline, shared by every
+Ray runner in the process, and shut down only by the runner that made it (when its last user
+stops).
+
+Ray's own behaviour that this module exists to contain:
+
+- ``ray.init(address=...)`` hangs (it logs and retries) when the address does not answer, so
+  conveyor checks the port first and runs ``ray.init`` in a thread with a deadline;
+- a ``.remote()`` after ``ray.shutdown()`` starts a new local cluster unless auto-connect is off;
+- a local Ray binds the machine's outside address, and even rewrites ``127.0.0.1`` in an
+  address to it, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in effect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from conveyor.exceptions import BackendUnavailable, ConfigError
+
+logger = logging.getLogger("conveyor.ray")
+
+# Environment set while conveyor imports Ray and starts or joins it. The processes of a local
+# Ray that conveyor starts inherit it; the driver's environment is restored afterwards.
+_ENV_ALWAYS = {"RAY_ENABLE_AUTO_CONNECT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+_ENV_LOCAL = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_task_oom_retries": "0"}
+
+# How long starting a local Ray may take, at least (the connect timeout applies when joining).
+LOCAL_START_SECONDS = 60.0
+
+_lock = threading.RLock()
+_generations = itertools.count(1)
+_current: Session | None = None
+
+
+@attrs.define(eq=False)
+class Session:
+    """
+    One connection of this process to one Ray cluster, as conveyor sees it.
+
+    ``owned`` sessions were started or joined by conveyor and are shut down when their last
+    runner stops; other sessions (Ray initialised by the user, or a Ray worker running a nested
+    flow) are never shut down by conveyor. ``closed`` turns True when conveyor shut it down or
+    found it gone.
+    """
+
+    gcs_address: str
+    owned: bool
+    started_local: bool
+    in_worker: bool
+    generation: int = attrs.field(factory=lambda: next(_generations))
+    users: int = 0
+    closed: bool = False
+    lost: str | None = None
+    owner: Any = attrs.field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """Where this session's cluster is, for messages."""
+        kind = "local Ray started by conveyor" if self.started_local else "Ray cluster"
+        return f"the {kind} at {self.gcs_address}"
+
+
+def import_ray() -> Any:
+    """
+    Import Ray with auto-connect off, so that no Ray call ever starts a cluster on its own.
+    """
+    with _env(_ENV_ALWAYS):
+        import ray
+    _no_auto_connect()
+    return ray
+
+
+def _no_auto_connect() -> None:
+    # Ray reads RAY_ENABLE_AUTO_CONNECT when it is imported; if the user imported Ray before,
+    # turn the flag off where Ray keeps it.
+    hook: Any = sys.modules.get("ray._private.auto_init_hook")
+    if hook is not None and getattr(hook, "enable_auto_connect", False):
+        hook.enable_auto_connect = False
+
+
+@contextmanager
+def _env(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextmanager
+def _loopback() -> Iterator[None]:
+    """Make Ray use 127.0.0.1 for this node (Ray reads the flag at import; patch it too)."""
+    constants: Any = sys.modules.get("ray._private.ray_constants")
+    old = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if constants is not None and old is not None:
+            constants.ENABLE_RAY_CLUSTER = old
+
+
+def current_gcs_address(ray: Any) -> str:
+    """The GCS address of the cluster this process is connected to."""
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return "unknown"
+
+
+def _in_worker(ray: Any) -> bool:
+    try:
+        import ray._private.worker as ray_worker
+
+        return bool(ray_worker.global_worker.mode == ray_worker.WORKER_MODE)
+    except Exception:
+        return False
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """The (host, port) to check before joining, or None when it cannot be known here."""
+    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
+        return None
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return (rest, 10001) if address.startswith("ray://") else None
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Raise BackendUnavailable if nothing accepts connections at ``address``."""
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=max(0.1, timeout)):
+            pass
+    except OSError as exc:
+        msg = (
+            f"The Ray cluster at `address={address!r}` is unreachable: "
+            f"{type(exc).__name__}: {exc}. Start it (`ray start --head`) or fix `address`."
+        )
+        raise BackendUnavailable(msg) from exc
+
+
+def gcs_alive(gcs_address: str, timeout: float = 1.0) -> bool:
+    """Whether the GCS port still accepts connections (False if it refuses)."""
+    target = _host_port(gcs_address)
+    if target is None:
+        return True
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            return True
+    except TimeoutError:
+        return True  # slow is not gone
+    except OSError:
+        return False
+
+
+def acquire(
+    *,
+    address: str | None,
+    init_kwargs: Mapping[str, Any],
+    connect_timeout: float,
+) -> Session:
+    """
+    Return the session a starting runner uses: the process's existing Ray connection if there
+    is one, else a new one that conveyor starts (no ``address``) or joins (``address``).
+
+    Raises :class:`~conveyor.BackendUnavailable` if Ray cannot be started or joined within the
+    deadline, and :class:`~conveyor.ConfigError` if this process is already connected to a
+    different cluster than ``address``.
+    """
+    global _current
+    with _lock:
+        ray = import_ray()
+        if ray.is_initialized():
+            gcs = current_gcs_address(ray)
+            session = _current
+            if session is None or session.closed or session.gcs_address != gcs:
+                session = Session(gcs, owned=False, started_local=False, in_worker=_in_worker(ray))
+                _current = session
+            _check_same_cluster(address, session)
+            session.users += 1
+            return session
+        if _current is not None:  # Ray was shut down behind conveyor's back
+            _current.closed = True
+            _current = None
+        session = _connect(ray, address, init_kwargs, connect_timeout)
+        session.users = 1
+        _current = session
+        return session
+
+
+def _check_same_cluster(address: str | None, session: Session) -> None:
+    if not address or address in ("auto", "local") or address.startswith("ray://"):
+        return
+    want, have = _host_port(address), _host_port(session.gcs_address)
+    if want is None or have is None or want == have:
+        return
+    if _is_loopback(want[0]) and _is_loopback(have[0]) and want[1] == have[1]:
+        return
+    msg = (
+        f"This process is already connected to the Ray cluster at {session.gcs_address}, so it "
+        f"cannot join `address={address!r}` too; a process talks to one Ray cluster. Use "
+        "that address, or run the flow in another process."
+    )
+    raise ConfigError(msg)
+
+
+def _connect(
+    ray: Any, address: str | None, init_kwargs: Mapping[str, Any], connect_timeout: float
+) -> Session:
+    kwargs: dict[str, Any] = dict(init_kwargs)
+    if address:
+        kwargs["address"] = address
+        started = time.monotonic()
+        check_reachable(address, connect_timeout)
+        remaining = connect_timeout - (time.monotonic() - started)
+        target = _host_port(address)
+        loopback = target is not None and _is_loopback(target[0])
+        env = dict(_ENV_ALWAYS)
+        what = f"join the Ray cluster at `address={address!r}`"
+        deadline = max(remaining, 0.5)
+    else:
+        # "local" makes Ray start its own instance, instead of joining whatever cluster a
+        # `ray start` on this machine left in /tmp/ray (what a bare ray.init() does).
+        kwargs["address"] = "local"
+        kwargs.setdefault("num_cpus", os.cpu_count() or 1)
+        kwargs.setdefault("include_dashboard", False)
+        loopback = "_node_ip_address" not in kwargs
+        env = {**_ENV_ALWAYS, **_ENV_LOCAL}
+        if not loopback:
+            env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        what = "start a local Ray"
+        deadline = max(connect_timeout, LOCAL_START_SECONDS)
+    with _env(env):
+        if loopback:
+            with _loopback():
+                owner = _init_with_deadline(ray, kwargs, deadline, what)
+        else:
+            owner = _init_with_deadline(ray, kwargs, deadline, what)
+    gcs = current_gcs_address(ray)
+    session = Session(gcs, owned=True, started_local=not address, in_worker=False)
+    session.owner = owner
+    if not address:
+        logger.info("conveyor started a local Ray at %s (bound to loopback).", gcs)
+    else:
+        logger.info("conveyor joined the Ray cluster at %s.", gcs)
+    return session
+
+
+class _Owner:
+    """
+    The thread that starts (or joins) Ray and later shuts it down.
+
+    It stays alive as long as the Ray it started: Ray gives the processes it spawns a
+    parent-death signal bound to the spawning *thread*, so a local Ray started from a thread
+    that then exits is killed with it. It is a daemon, so it never delays interpreter exit
+    (Ray's own exit hook shuts Ray down then).
+    """
+
+    def __init__(self, ray: Any, kwargs: dict[str, Any]) -> None:
+        self.ray = ray
+        self.kwargs = kwargs
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self.stop = threading.Event()
+        self.abandoned = False
+        self._verdict = threading.Lock()  # orders "the start finished" against "gave up"
+        self._finished = False
+        self.thread = threading.Thread(target=self._run, name="conveyor-ray-owner", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.ray.init(**self.kwargs)
+        except BaseException as exc:
+            self.error = exc
+        with self._verdict:
+            self._finished = True
+            abandoned = self.abandoned
+        self.started.set()
+        if self.error is not None:
+            return
+        if not abandoned:
+            self.stop.wait()
+        # Asked to stop, or conveyor gave up on this start: leave no connection behind.
+        _quiet_shutdown(self.ray)
+
+    def start(self, deadline: float) -> bool:
+        """Start Ray; return False if it did not finish within ``deadline`` seconds."""
+        self.thread.start()
+        self.started.wait(deadline)
+        with self._verdict:
+            if not self._finished:
+                self.abandoned = True
+                return False
+        return True
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Shut Ray down from the owner thread, and wait for it (bounded)."""
+        self.stop.set()
+        self.thread.join(timeout)
+
+
+def _init_with_deadline(ray: Any, kwargs: dict[str, Any], deadline: float, what: str) -> _Owner:
+    owner = _Owner(ray, kwargs)
+    if not owner.start(deadline):
+        msg = (
+            f"conveyor could not {what} within {deadline:g} s (`connect_timeout`); Ray did not "
+            "answer. Check that the cluster is up and reachable, or raise `connect_timeout`."
+        )
+        raise BackendUnavailable(msg)
+    error = owner.error
+    if error is not None:
+        if isinstance(error, (TypeError, ValueError)) and kwargs.get("address") == "local":
+            msg = f"Ray rejected `init_kwargs`: {type(error).__name__}: {error}"
+            raise ConfigError(msg) from error
+        msg = f"conveyor could not {what}: {type(error).__name__}: {error}"
+        raise BackendUnavailable(msg) from error
+    return owner
+
+
+def _quiet_shutdown(ray: Any) -> None:
+    try:
+        ray.shutdown()
+    except BaseException:
+        logger.debug("ray.shutdown() raised while abandoning a start.", exc_info=True)
+
+
+def release(session: Session) -> None:
+    """
+    A runner that used ``session`` stopped. The last runner of a session conveyor made shuts
+    Ray down; conveyor never shuts down a Ray it did not start or join itself.
+    """
+    global _current
+    with _lock:
+        session.users -= 1
+        if session.users > 0 or not session.owned or session.closed:
+            return
+        session.closed = True
+        if _current is session:
+            _current = None
+        # A lost cluster is shut down too: that ends what is left of a Ray conveyor started.
+        if session.owner is not None:
+            session.owner.shutdown()
+
+
+def mark_lost(session: Session, why: str) -> None:
+    """Record that ``session``'s cluster is gone; its results can no longer be fetched."""
+    if session.lost is None:
+        session.lost = why
+
+
+def is_current(session: Session) -> bool:
+    """Whether ``session`` is still this process's live connection."""
+    if session.closed or session.lost is not None:
+        return False
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())

@@ -1,0 +1,630 @@
+"""
+The ``ray`` runner: conveyor task runs as Ray tasks, on a local Ray or a remote cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from conveyor.exceptions import ConfigError
+from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
+from conveyor.runners.remote import Outcome, pack_or_crash, report_outcome
+from conveyor_ray import _connection
+from conveyor_ray._faults import classify
+from conveyor_ray._results import RayResult
+
+__all__ = ["RayRunner", "ray_options_for"]
+
+logger = logging.getLogger("conveyor.ray")
+
+# Options conveyor pins on every Ray task: conveyor's `retries`/`crash_retries` do retries, and
+# the envelope returns (outcome, value).
+_PINNED = {"max_retries": 0, "retry_exceptions": False, "num_returns": 2}
+
+# How often the dispatcher checks that the cluster is still there while runs are in flight.
+HEALTH_INTERVAL = 1.0
+# How long a worker death waits to be told apart from the loss of the whole cluster.
+DEATH_SETTLE = 1.0
+
+_STOP = object()
+_WAKE = object()
+
+
+def _check_address(_inst: Any, _attr: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        msg = (
+            f"RayRunner: `address={value!r}` is invalid; give a Ray address such as "
+            "'127.0.0.1:6379' or 'ray://host:10001', or None to start a local Ray."
+        )
+        raise ConfigError(msg)
+
+
+def _check_seconds(_inst: Any, attr: Any, value: Any) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+    if not ok:
+        msg = f"RayRunner: `{attr.name}={value!r}` is invalid; give a number of seconds above 0."
+        raise ConfigError(msg)
+
+
+def _check_init_kwargs(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        msg = f"RayRunner: `init_kwargs={value!r}` is invalid; give a dict of ray.init() arguments."
+        raise ConfigError(msg)
+    if "address" in value:
+        msg = (
+            "RayRunner: give the cluster as `address=...`, not inside `init_kwargs`; conveyor "
+            "checks and enforces `connect_timeout` on it."
+        )
+        raise ConfigError(msg)
+
+
+def _check_remote_options(_inst: Any, attr: Any, value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        msg = f"RayRunner: `{attr.name}={value!r}` is invalid; give a dict of Ray task options."
+        raise ConfigError(msg)
+    _check_not_pinned(attr.name, value)
+
+
+def _check_not_pinned(where: str, options: Mapping[str, Any]) -> None:
+    pinned = sorted(set(options) & set(_PINNED))
+    if pinned:
+        msg = (
+            f"RayRunner: `{where}` sets {', '.join(f'`{p}`' for p in pinned)}, which conveyor "
+            "pins (Ray's own retries are off so that each run executes as often as its "
+            "`retries`/`crash_retries` say); use the task's `retries` and `crash_retries`."
+        )
+        raise ConfigError(msg)
+
+
+def ray_options_for(resources: Mapping[str, float]) -> dict[str, Any]:
+    """
+    Ray task options for conveyor resource requests: ``CPU``/``GPU``/``memory`` (bytes) become
+    ``num_cpus``/``num_gpus``/``memory``; any other name is a custom Ray resource.
+
+    >>> ray_options_for({"CPU": 2, "GPU": 1, "memory": 1e9, "disk-fast": 1})
+    {'num_cpus': 2, 'num_gpus': 1, 'memory': 1000000000.0, 'resources': {'disk-fast': 1}}
+    """
+    options: dict[str, Any] = {}
+    custom: dict[str, float] = {}
+    for key, amount in resources.items():
+        lowered = key.lower()
+        if lowered in ("cpu", "cpus", "num_cpus"):
+            options["num_cpus"] = amount
+        elif lowered in ("gpu", "gpus", "num_gpus"):
+            options["num_gpus"] = amount
+        elif lowered == "memory":
+            options["memory"] = amount
+        else:
+            custom[key] = amount
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+def _needs(options: Mapping[str, Any]) -> dict[str, float]:
+    need = {
+        "CPU": options.get("num_cpus", 1),
+        "GPU": options.get("num_gpus", 0),
+        "memory": options.get("memory", 0),
+        **(options.get("resources") or {}),
+    }
+    return {k: float(v) for k, v in need.items() if v}
+
+
+def _describe_amounts(amounts: Mapping[str, float]) -> str:
+    shown = []
+    for key, value in sorted(amounts.items()):
+        if key.startswith("node:") or key.endswith("object_store_memory"):
+            continue
+        shown.append(f"{key}={value:g}")
+    return "{" + ", ".join(shown) + "}"
+
+
+class _Handle:
+    """The Ray side of one attempt: its two return refs, and what cancel asked for."""
+
+    __slots__ = ("cancel_requested", "force_at", "outcome", "value")
+
+    def __init__(self) -> None:
+        self.outcome: Any = None
+        self.value: Any = None
+        self.cancel_requested = False
+        self.force_at: float | None = None
+
+
+_remote_cache: dict[int, Any] = {}
+_remote_lock = threading.Lock()
+
+
+def _remote_function(ray: Any, session: _connection.Session) -> Any:
+    """The Ray remote function of the envelope, made once per Ray session."""
+    with _remote_lock:
+        fn = _remote_cache.get(session.generation)
+        if fn is None:
+            from conveyor_ray._worker import execute_packed
+
+            _remote_cache.clear()
+            fn = ray.remote(**_PINNED)(execute_packed)
+            _remote_cache[session.generation] = fn
+        return fn
+
+
+@attrs.define(kw_only=True, eq=True)
+class RayRunner(Runner):
+    """
+    Runs each task run as a Ray task, on a local Ray or on the cluster at ``address``.
+
+    Options:
+
+    - ``address``: a cluster to join (``"127.0.0.1:6379"``, ``"ray://host:10001"``). Without
+      it, the runner starts a local Ray bound to 127.0.0.1, with one CPU per core, no dashboard
+      and no usage reporting, and shuts it down when the last runner using it stops. If this
+      process is already connected to Ray, the runner uses that connection and never shuts it
+      down.
+    - ``init_kwargs``: more arguments for ``ray.init()`` (``num_cpus``, ``runtime_env``, ...).
+    - ``remote_options``: default Ray options of every task (``num_cpus``, ``resources``,
+      ``runtime_env``, ...); a task's ``resources`` and ``runner_options`` override them.
+      ``max_retries``, ``retry_exceptions`` and ``num_returns`` are pinned by conveyor.
+    - ``connect_timeout``: seconds to join ``address`` before
+      :class:`~conveyor.BackendUnavailable` (conveyor enforces it; ``ray.init`` would hang).
+    - ``cancel_grace_seconds``: how long a cancelled or timed-out Ray task may take to stop
+      after its ``KeyboardInterrupt`` before conveyor kills its worker (``force=True``).
+
+    Results stay in Ray's object store: a future passed to another task travels as its
+    ``ObjectRef``, and the driver fetches a value only when asked (``result()``).
+    """
+
+    name = "ray"
+    concurrency = ConcurrencyType.PARALLEL
+    capabilities = Capabilities(
+        hard_timeouts=True,
+        cancel_running=True,
+        native_futures=True,
+        resources=True,
+        isolation=True,
+    )
+
+    address: str | None = attrs.field(default=None, validator=_check_address)
+    init_kwargs: dict[str, Any] = attrs.field(factory=dict, validator=_check_init_kwargs)
+    remote_options: dict[str, Any] = attrs.field(factory=dict, validator=_check_remote_options)
+    connect_timeout: float = attrs.field(default=10.0, validator=_check_seconds)
+    cancel_grace_seconds: float = attrs.field(default=2.0, validator=_check_seconds)
+
+    _session: _connection.Session | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
+    _ray: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    _base: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    _remote: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    _variants: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, eq=False, repr=False)
+    _inflight: dict[Attempt, _Handle] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _queue: queue.SimpleQueue[Any] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
+    _dispatcher: threading.Thread | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
+    _lost: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    _deferred: list[tuple[float, Attempt, Any, Any]] = attrs.field(
+        factory=list, init=False, eq=False, repr=False
+    )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        session = _connection.acquire(
+            address=self.address,
+            init_kwargs=self.init_kwargs,
+            connect_timeout=self.connect_timeout,
+        )
+        try:
+            ray = _connection.import_ray()
+            base = remote = _remote_function(ray, session)
+            defaults = self._default_options(session)
+            if defaults:
+                try:
+                    remote = base.options(**defaults)
+                except (TypeError, ValueError) as exc:
+                    msg = f"RayRunner: `remote_options={self.remote_options!r}` is invalid: {exc}"
+                    raise ConfigError(msg) from exc
+        except BaseException:
+            _connection.release(session)
+            raise
+        self._session = session
+        self._ray = ray
+        self._base = base
+        self._remote = remote
+        self._variants = {}
+        self._lost = None
+        self._deferred = []
+        self._queue = queue.SimpleQueue()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="conveyor-ray-dispatcher", daemon=True
+        )
+        self._dispatcher.start()
+
+    def _default_options(self, session: _connection.Session) -> dict[str, Any]:
+        options = dict(self.remote_options)
+        if session.in_worker and not {"num_cpus", "num_gpus"} & set(options):
+            # A flow nested in a Ray task: the outer task holds its CPU while it waits on
+            # conveyor futures (Ray only frees it inside ray.get), so inner tasks ask for none.
+            options["num_cpus"] = 0
+        return options
+
+    def on_stop(self) -> None:
+        session, self._session = self._session, None
+        q, self._queue = self._queue, None
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if q is not None:
+            q.put(_STOP)
+        if dispatcher is not None:
+            dispatcher.join(10.0)
+        deferred, self._deferred = self._deferred, []
+        for _due, attempt, fault, exc in deferred:
+            attempt.crash(fault.message, reason=fault.reason, exc=exc)
+        with self._lock:
+            left = list(self._inflight.items())
+            self._inflight.clear()
+        self._stop_leftovers(left)
+        for attempt, _handle in left:
+            if not attempt.finished:
+                attempt.crash(
+                    f"Runner 'ray' stopped while {attempt.name!r} was in flight; its Ray task "
+                    "was cancelled.",
+                    reason="runner-stopped",
+                )
+        if session is not None:
+            _connection.release(session)
+
+    def _stop_leftovers(self, left: list[tuple[Attempt, _Handle]]) -> None:
+        """Cancel what is still in flight; kill what does not stop within the grace period."""
+        refs = [h.outcome for _a, h in left if h.outcome is not None]
+        if not refs or self._lost or not self._ray.is_initialized():
+            return
+        ray = self._ray
+        for attempt, handle in left:
+            if handle.outcome is not None and not handle.cancel_requested:
+                handle.cancel_requested = True
+                self._cancel_ref(handle.outcome, force=False, name=attempt.name)
+        try:
+            _ready, pending = ray.wait(
+                refs, num_returns=len(refs), timeout=self.cancel_grace_seconds, fetch_local=False
+            )
+        except BaseException:
+            return
+        for ref in pending:
+            self._cancel_ref(ref, force=True, name="a stopped run")
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def execute(self, attempt: Attempt) -> None:
+        lost = self._lost_reason()
+        if lost is not None:
+            attempt.crash(
+                f"The Ray cluster is gone ({lost}), so {attempt.name!r} was not submitted; "
+                "conveyor does not start a new cluster behind your back.",
+                reason="backend-lost",
+            )
+            return
+        remote = self._remote_for(attempt)
+        if remote is None:
+            return
+        native_count = [0]
+        guards: list[int] = []
+        guard_refs: list[Any] = []
+
+        def native(value: Any) -> Any:
+            if isinstance(value, PendingResult) and isinstance(value.handle, _Handle):
+                # An upstream run still running here: pass its value ref, and its outcome ref
+                # so the worker runs the body only if the upstream ended ok.
+                guards.append(native_count[0])
+                guard_refs.append(value.handle.outcome)
+                native_count[0] += 1
+                return value.handle.value
+            ref = self._native(value)
+            if ref is not None:
+                native_count[0] += 1
+            return ref
+
+        packed = pack_or_crash(attempt, native=native)
+        if packed is None:
+            return
+        payload, deps = packed
+        handle = _Handle()
+        attempt.handle = handle
+        attempt.mark_running()  # handed to Ray; it cannot tell us when a worker starts it
+        try:
+            outcome_ref, value_ref = remote.remote(payload, tuple(guards), *deps, *guard_refs)
+        except BaseException as exc:
+            fault = classify(exc, self._ray, attempt.name)
+            if fault.lost or not self._ray.is_initialized():
+                self._on_lost(fault.message)
+                attempt.crash(fault.message, reason="backend-lost", exc=exc)
+            else:
+                attempt.crash(
+                    f"Ray refused {attempt.name!r}: {fault.message}", reason=fault.reason, exc=exc
+                )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._lock:
+            handle.outcome, handle.value = outcome_ref, value_ref
+            first = not self._inflight
+            self._inflight[attempt] = handle
+            cancel = handle.cancel_requested
+        q = self._queue
+        if first and q is not None:
+            q.put(_WAKE)
+        if cancel:
+            self._cancel_ref(outcome_ref, force=False, name=attempt.name)
+            handle.force_at = time.monotonic() + self.cancel_grace_seconds
+        outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
+
+    def _on_completed(self, attempt: Attempt, data: Any) -> None:
+        # Runs on a Ray thread: hand over, do the work on the dispatcher.
+        q = self._queue
+        if q is not None:
+            q.put((attempt, data))
+
+    def _native(self, value: Any) -> Any:
+        if isinstance(value, RayResult) and value.session is self._session:
+            return value.object_ref
+        return None
+
+    def upstream_handle(self, attempt: Attempt) -> Any:
+        """The Ray refs of a running attempt, so a downstream run is submitted at once."""
+        handle = attempt.handle
+        if isinstance(handle, _Handle) and handle.outcome is not None:
+            return handle
+        return None
+
+    def _remote_for(self, attempt: Attempt) -> Any:
+        """The remote function with this attempt's options, or None if the attempt crashed."""
+        resources = attempt.resources
+        extra = attempt.runner_options
+        if not resources and not extra:
+            return self._remote
+        options: dict[str, Any] = {}
+        if resources:
+            options.update(ray_options_for(resources))
+        if extra:
+            try:
+                _check_not_pinned("runner_options", extra)
+            except ConfigError as exc:
+                attempt.crash(str(exc), reason="invalid-options", exc=exc)
+                return None
+            options.update(extra)
+        key = repr(sorted(options.items()))
+        remote = self._variants.get(key)
+        if remote is not None:
+            return remote
+        merged = {**self._default_options(self._session_or_fail()), **options}
+        if "resources" in options and "resources" in self.remote_options:
+            merged["resources"] = {**self.remote_options["resources"], **options["resources"]}
+        problem = self._unsatisfiable(merged, attempt)
+        if problem is not None:
+            attempt.crash(problem, reason="unschedulable")
+            return None
+        try:
+            remote = self._base.options(**merged)
+        except (TypeError, ValueError) as exc:
+            attempt.crash(
+                f"Ray rejected the options of {attempt.name!r} ({merged!r}): {exc}",
+                reason="invalid-options",
+                exc=exc,
+            )
+            return None
+        self._variants[key] = remote
+        return remote
+
+    def _session_or_fail(self) -> _connection.Session:
+        session = self._session
+        assert session is not None
+        return session
+
+    def _unsatisfiable(self, options: Mapping[str, Any], attempt: Attempt) -> str | None:
+        need = _needs(options)
+        try:
+            nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
+        except Exception:
+            return None
+        for offered in nodes:
+            if all(offered.get(k, 0.0) >= v for k, v in need.items()):
+                return None
+        offers = "; ".join(_describe_amounts(n) for n in nodes) or "no alive nodes"
+        return (
+            f"Task {attempt.task_name!r} asks for {_describe_amounts(need)}, but no node of the "
+            f"Ray cluster at {self._session_or_fail().gcs_address} has that much (nodes: "
+            f"{offers}). Lower the task's `resources`, or add a node that has them."
+        )
+
+    # -- cancelling -------------------------------------------------------------------------
+
+    def cancel(self, attempt: Attempt) -> bool:
+        handle = attempt.handle
+        if not isinstance(handle, _Handle):
+            return True  # never handed to Ray
+        with self._lock:
+            handle.cancel_requested = True
+            ref = handle.outcome
+        if ref is None:
+            return True  # submit is under way; it cancels right after
+        self._cancel_ref(ref, force=False, name=attempt.name)
+        with self._lock:
+            if attempt in self._inflight:
+                handle.force_at = time.monotonic() + self.cancel_grace_seconds
+        q = self._queue
+        if q is not None:
+            q.put(_WAKE)
+        return True
+
+    def _cancel_ref(self, ref: Any, *, force: bool, name: str) -> None:
+        try:
+            self._ray.cancel(ref, force=force)
+        except Exception:
+            logger.debug("ray.cancel(force=%s) of %s raised.", force, name, exc_info=True)
+
+    # -- the dispatcher thread --------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        q = self._queue
+        assert q is not None
+        while True:
+            timeout = self._next_wakeup()
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                self._housekeeping()
+                continue
+            if item is _STOP:
+                return
+            if item is _WAKE:
+                continue
+            attempt, data = item
+            with self._lock:
+                handle = self._inflight.pop(attempt, None)
+            if handle is None:  # already crashed as lost, or stopped
+                continue
+            try:
+                self._report(attempt, handle, data)
+            except Exception:
+                logger.exception("conveyor-ray could not report %s.", attempt)
+
+    def _next_wakeup(self) -> float | None:
+        with self._lock:
+            if not self._inflight and not self._deferred:
+                return None
+            forces = [h.force_at for h in self._inflight.values() if h.force_at is not None]
+        if self._deferred:
+            forces.append(min(d[0] for d in self._deferred))
+        wait = HEALTH_INTERVAL
+        if forces:
+            wait = min(wait, max(0.0, min(forces) - time.monotonic()))
+        return wait
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                (a, h)
+                for a, h in self._inflight.items()
+                if h.force_at is not None and h.force_at <= now
+            ]
+            for _a, h in due:
+                h.force_at = None
+        for attempt, handle in due:
+            try:
+                ready, _ = self._ray.wait([handle.outcome], timeout=0, fetch_local=False)
+            except BaseException:
+                ready = []
+            if not ready:
+                logger.info(
+                    "%s did not stop within %g s of its cancel; killing its Ray worker.",
+                    attempt.name,
+                    self.cancel_grace_seconds,
+                )
+                self._cancel_ref(handle.outcome, force=True, name=attempt.name)
+        lost = self._lost_reason(check_gcs=True)
+        if lost is not None:
+            self._on_lost(lost)
+        settled = [d for d in self._deferred if d[0] <= now or lost is not None]
+        self._deferred = [d for d in self._deferred if d not in settled]
+        for _due, attempt, fault, exc in settled:
+            if lost is not None:
+                attempt.crash(f"{lost} ({fault.message})", reason="backend-lost", exc=exc)
+            else:
+                attempt.crash(fault.message, reason=fault.reason, exc=exc)
+
+    def _lost_reason(self, check_gcs: bool = False) -> str | None:
+        if self._lost is not None:
+            return self._lost
+        session = self._session
+        if session is None:
+            return None
+        if session.lost is not None:
+            return session.lost
+        ray = self._ray
+        if ray is None or not ray.is_initialized():
+            return "Ray was shut down in this process"
+        if check_gcs and not _connection.gcs_alive(session.gcs_address):
+            return f"the Ray cluster's GCS at {session.gcs_address} no longer answers"
+        return None
+
+    def _on_lost(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+            logger.error("conveyor lost its Ray cluster: %s.", why)
+        session = self._session
+        if session is not None:
+            _connection.mark_lost(session, why)
+        with self._lock:
+            victims = list(self._inflight)
+            self._inflight.clear()
+        for attempt in victims:
+            attempt.crash(
+                f"The Ray cluster was lost while {attempt.name!r} was in flight: {why}.",
+                reason="backend-lost",
+            )
+
+    def _mark_handled(self, handle: _Handle) -> None:
+        # The value ref holds the same error; fetch it once so Ray does not log it as unhandled.
+        try:
+            self._ray.get(handle.value, timeout=0)
+        except BaseException:
+            pass
+
+    def _report(self, attempt: Attempt, handle: _Handle, data: Any) -> None:
+        if attempt.finished:
+            return  # timed out or cancelled: the engine already decided
+        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Outcome):
+            outcome, inlined, small = data
+            value: Any = None
+            if inlined:
+                value = small
+            elif outcome.status == "ok":
+                value = RayResult(handle.value, attempt.name, self._session_or_fail())
+            report_outcome(attempt, outcome, value)
+            return
+        if isinstance(data, BaseException):
+            self._mark_handled(handle)
+            fault = classify(data, self._ray, attempt.name)
+            if not fault.lost and not fault.cancelled:
+                # A worker that died with the whole cluster is the cluster's loss, not its own.
+                lost = self._lost_reason(check_gcs=True)
+                if lost is not None:
+                    fault = attrs.evolve(fault, lost=True, message=f"{lost} ({fault.message})")
+                elif fault.reason == "worker-died" and not self._lost:
+                    # Workers often die a moment before the GCS when a whole cluster goes
+                    # down: decide once the GCS had time to show it.
+                    self._deferred.append((time.monotonic() + DEATH_SETTLE, attempt, fault, data))
+                    return
+            if fault.lost:
+                self._on_lost(fault.message)
+                attempt.crash(fault.message, reason="backend-lost", exc=data)
+                return
+            if fault.cancelled:
+                message = f"{attempt.name!r} was cancelled in Ray, not by conveyor."
+                attempt.crash(message, reason="cancelled-externally", exc=data)
+                return
+            attempt.crash(fault.message, reason=fault.reason, exc=data)
+            return
+        attempt.crash(
+            f"Ray returned {type(data).__name__} instead of conveyor's outcome for "
+            f"{attempt.name!r}.",
+            reason="backend-error",
+        )
