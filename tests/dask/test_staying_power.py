@@ -1,0 +1,78 @@
+"""Issue 6 on Dask: interrupts leave nothing behind, scale, and a 50-flow soak by address."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("conveyor_dask")
+
+import conveyor
+from conveyor import flow, task
+from conveyor_dask import DaskRunner
+from tests.helpers import wait_until
+from tests.staying_power_helpers import Usage, alive, interrupt_run
+
+
+@task
+def payload(i: int) -> bytes:
+    return os.urandom(4096) + bytes([i % 256])
+
+
+@task
+def inc(i: int) -> int:
+    return i + 1
+
+
+def test_sigint_stops_everything(tmp_path: Path) -> None:
+    """SIGINT mid-flow on a LocalCluster: exit 130 within 15 s, every process it started gone."""
+    code, out, seen, took = interrupt_run(tmp_path, "dask", signal.SIGINT)
+    assert code == 130, out
+    assert took < 15
+    assert "Cancelled" in out
+    assert seen, "the runner started no worker processes?"
+    assert wait_until(lambda: not alive(seen), limit=10), alive(seen)
+
+
+def test_map_20k(cluster: Any) -> None:
+    """A .map over 20,000 items on Dask: every run final, every result right."""
+
+    @flow(runner=DaskRunner(address=cluster.scheduler_address))
+    def big() -> int:
+        return sum(conveyor.gather(inc.map(range(20_000))))
+
+    assert big() == sum(range(1, 20_001))
+
+
+def test_soak_50_flows_by_address(cluster: Any) -> None:
+    """50 flows against one long-lived cluster leave no task on the scheduler and no growth."""
+    from distributed import Client
+
+    runner = DaskRunner(address=cluster.scheduler_address)
+
+    @flow(runner=runner)
+    def one(k: int) -> int:
+        return sum(len(b) for b in conveyor.gather(payload.map(range(20))))
+
+    with Client(cluster.scheduler_address) as watcher:
+
+        def scheduler_tasks() -> int:
+            return int(watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+        usage: dict[int, Usage] = {}
+        for k in range(50):
+            assert one(k) == 20 * 4097
+            assert wait_until(lambda: scheduler_tasks() == 0, limit=30), scheduler_tasks()
+            if k in (9, 49):
+                gc.collect()
+                usage[k] = Usage()
+    first, last = usage[9], usage[49]
+    assert (last.rss - first.rss) / 2**20 < 30
+    assert last.threads == first.threads
+    assert last.fds <= first.fds + 2
+    assert last.children == first.children
