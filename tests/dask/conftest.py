@@ -5,8 +5,7 @@ and helpers to count how often a task body ran (one file per run in a folder).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,7 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+from dask_helpers import count_runs, wait_until  # noqa: F401 - re-exported for the tests
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +43,6 @@ def runs_dir(tmp_path: Path) -> Path:
     d = tmp_path / "runs"
     d.mkdir()
     return d
-
-
-def count_runs(folder: Path, name: str) -> int:
-    """How many times a body that records ``name`` ran."""
-    return len(list(folder.glob(f"{name}.*")))
 
 
 @pytest.fixture(scope="session", autouse=True)

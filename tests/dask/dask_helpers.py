@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,22 @@ def make_lock() -> Any:
 
 def roundtrip(value: Any) -> Any:
     return pickle.loads(pickle.dumps(value))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            import pytest
+
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def count_runs(folder: Path, name: str) -> int:
+    """How many times a body that records ``name`` ran."""
+    return len(list(folder.glob(f"{name}.*")))

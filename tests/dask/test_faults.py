@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from conftest import count_runs, wait_until
+from dask_helpers import count_runs, wait_until
 
 from conveyor import CrashedRun, StateType, flow, task
 from conveyor._context import flow_run_var

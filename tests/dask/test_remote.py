@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from conftest import wait_until
+from dask_helpers import wait_until
 
 from conveyor import BackendUnavailable, StateType, flow, task
 from conveyor_dask import DaskRunner

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from conftest import count_runs
+from dask_helpers import count_runs
 
 from conveyor import StateType, flow, get_run_logger, task
 from conveyor.run_logging import install_record_factory
