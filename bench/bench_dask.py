@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from typing import Any
 
 import numpy as np
-import psutil
+from _rss import PeakRSS
 
 import conveyor
 from conveyor import flow, task
@@ -50,33 +49,6 @@ noop_t = task(noop)
 make_t = task(make)
 step_t = task(step)
 total_t = task(total)
-
-
-class PeakRSS:
-    """Samples this process's RSS every few ms; ``growth`` is the peak minus the start."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.start) / 1e6
 
 
 def raw_noop(client: Any) -> float:

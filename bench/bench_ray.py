@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
-import psutil
+from _rss import PeakRSS
 
 import conveyor
 from conveyor import flow, task
@@ -43,33 +42,6 @@ def noop() -> None:
 @task
 def step(a: Any) -> Any:
     return a + 1
-
-
-class PeakRSS:
-    """Samples this process's RSS every 5 ms in a thread; ``growth`` is peak minus start."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 def main() -> int:

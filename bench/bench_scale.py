@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import threading
 import time
 
-import psutil
+from _rss import PeakRSS
 
 from conveyor import flow, task
 
@@ -25,30 +24,6 @@ from conveyor import flow, task
 @task
 def inc(x: int) -> int:
     return x + 1
-
-
-class PeakRSS:
-    """Samples this process's RSS on a thread; ``peak`` is the highest seen."""
-
-    def __init__(self) -> None:
-        self._proc = psutil.Process()
-        self.base = self._proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 def run_map(runner: str, n: int) -> float:
@@ -78,7 +53,7 @@ def main() -> int:
     with PeakRSS() as rss:
         large = min(run_map(args.runner, 10 * n) for _ in range(2))
     ratio = large / small
-    growth = (rss.peak - rss.base) / 2**20
+    growth = rss.growth_mb
     print(f"runner {args.runner}: {n:,} items {small:.2f} s, {10 * n:,} items {large:.2f} s")
     print(
         f"  10x items cost {ratio:.1f}x the time (budget <= 12x): {'PASS' if ratio <= 12 else 'OVER'}"

@@ -30,7 +30,9 @@ def long():
 """
 
 
-def interrupt_run(tmp_path: Path, runner: str, sig: int = signal.SIGINT) -> tuple[int, str, set[int], float]:
+def interrupt_run(
+    tmp_path: Path, runner: str, sig: int = signal.SIGINT
+) -> tuple[int, str, set[int], float]:
     """
     Start `conveyor run` of a long flow on ``runner``, send ``sig`` once a task started, and
     return (exit code, stdout, every descendant PID seen while it ran, seconds to exit).

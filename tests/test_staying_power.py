@@ -18,21 +18,7 @@ import pytest
 from conveyor import Runner, flow, task
 from conveyor.runners import ConcurrentRunner, SequentialRunner
 from tests.helpers import wait_until
-
-LONG_FLOW = """
-import pathlib, time
-from conveyor import flow, task
-
-@task
-def slow(i):
-    pathlib.Path(f"started-{i}").touch()
-    time.sleep(120)
-
-@flow
-def long():
-    for f in slow.map(range(4)):
-        f.result()
-"""
+from tests.staying_power_helpers import LONG_FLOW
 
 STUBBORN_RUNNER_FLOW = """
 import pathlib, subprocess, sys, time
