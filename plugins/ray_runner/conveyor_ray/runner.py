@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import ConfigError
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
+from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
 from conveyor.runners.remote import Outcome, pack_or_crash, report_outcome
 from conveyor_ray import _connection
 from conveyor_ray._faults import classify
@@ -324,24 +324,7 @@ class RayRunner(Runner):
         remote = self._remote_for(attempt)
         if remote is None:
             return
-        native_count = [0]
-        guards: list[int] = []
-        guard_refs: list[Any] = []
-
-        def native(value: Any) -> Any:
-            if isinstance(value, PendingResult) and isinstance(value.handle, _Handle):
-                # An upstream run still running here: pass its value ref, and its outcome ref
-                # so the worker runs the body only if the upstream ended ok.
-                guards.append(native_count[0])
-                guard_refs.append(value.handle.outcome)
-                native_count[0] += 1
-                return value.handle.value
-            ref = self._native(value)
-            if ref is not None:
-                native_count[0] += 1
-            return ref
-
-        packed = pack_or_crash(attempt, native=native)
+        packed = pack_or_crash(attempt, native=self._native)
         if packed is None:
             return
         payload, deps = packed
@@ -349,7 +332,7 @@ class RayRunner(Runner):
         attempt.handle = handle
         attempt.mark_running()  # handed to Ray; it cannot tell us when a worker starts it
         try:
-            outcome_ref, value_ref = remote.remote(payload, tuple(guards), *deps, *guard_refs)
+            outcome_ref, value_ref = remote.remote(payload, *deps)
         except BaseException as exc:
             fault = classify(exc, self._ray, attempt.name)
             if fault.lost or not self._ray.is_initialized():
@@ -386,12 +369,10 @@ class RayRunner(Runner):
             return value.object_ref
         return None
 
-    def upstream_handle(self, attempt: Attempt) -> Any:
-        """The Ray refs of a running attempt, so a downstream run is submitted at once."""
-        handle = attempt.handle
-        if isinstance(handle, _Handle) and handle.outcome is not None:
-            return handle
-        return None
+    # No upstream_handle(): downstream runs wait until their upstream runs are final. Submitting
+    # them at once (with the upstream's refs as arguments) was measured to save a driver round
+    # trip per link, but ray.cancel() of a task whose arguments are still pending crashes the
+    # driver in Ray 2.60 (reference_counter.cc "Check failed: submitted_task_ref_count > 0").
 
     def _remote_for(self, attempt: Attempt) -> Any:
         """The remote function with this attempt's options, or None if the attempt crashed."""
