@@ -301,6 +301,11 @@ class TaskRun:
             if f._state.type is not StateType.COMPLETED:
                 self._finish(_not_run(f, self.future.name))
                 return
+        if state.type is StateType.CRASHED:
+            # The upstream runs completed after all (a backend may have rerun one whose first
+            # try never started), so the crash may be the chaining's: run once more, unchained.
+            self._resolve_upstream(upstream)
+            return
         self._after_attempt(state)
 
     def _after_attempt(self, state: State[Any]) -> None:
