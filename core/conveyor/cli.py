@@ -14,7 +14,6 @@ import json
 import signal
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._version import __version__
@@ -85,6 +84,8 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
 
 
 def _load_flow(target: str) -> Flow[..., Any]:
+    from pathlib import Path
+
     from conveyor.exceptions import ConfigError
     from conveyor.flows import Flow
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
+from conveyor._version import __version__
 from conveyor.plugins import _metadata, builtin, hookspecs
 from conveyor.plugins.registry import RunnerEntry, RunnerRegistry
 
@@ -91,7 +92,7 @@ class PluginHost:
             if self._loaded:
                 return self
             self._loaded = True
-            self._add("conveyor", builtin, "conveyor", _metadata.version_of("conveyor"))
+            self._add("conveyor", builtin, "conveyor", __version__)
             if self._use_entry_points:
                 for ep in _metadata.conveyor_entry_points():
                     if ep.name in self._blocked or ep.distribution in self._blocked:
@@ -106,7 +107,7 @@ class PluginHost:
                         )
                         continue
                     try:
-                        plugin = ep.load()  # type: ignore[operator]
+                        plugin = ep.load()
                     except Exception as exc:
                         self._broken(ep.name, ep.distribution, ep.version, "import", exc)
                         continue

@@ -28,9 +28,7 @@ import pickle
 import traceback as tb_module
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conveyor._context import log_names_var
 from conveyor.states import ResultRef
@@ -91,19 +89,17 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-@attrs.frozen
-class Dep:
+class Dep(NamedTuple):
     """Placeholder in a packed call for the ``index``-th natively passed upstream value."""
 
-    index: int
+    position: int
 
 
 class PackError(Exception):
     """The call could not be pickled; the message names the value's type."""
 
 
-@attrs.frozen
-class Outcome:
+class Outcome(NamedTuple):
     """
     What the worker sends back besides the value: ``status`` is ``ok``, ``error`` (the user's
     code raised an :class:`Exception`) or ``crash``. ``error`` holds the pickled exception
@@ -245,7 +241,7 @@ def _swap_refs(obj: Any, native: Callable[[Any], Any], deps: list[Any], depth: i
 
 def _fill(obj: Any, deps: tuple[Any, ...], depth: int = 0) -> Any:
     if isinstance(obj, Dep):
-        return deps[obj.index]
+        return deps[obj.position]
     if depth >= 8:
         return obj
     if isinstance(obj, dict):
@@ -354,8 +350,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
         blob = _cloudpickle().dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
         outcome = _error(exc, "crash", "result-serialization", capture.records)
-        return attrs.evolve(
-            outcome,
+        return outcome._replace(
             error_message=f"The task returned a value of type {_describe(value)} that cannot be "
             f"pickled: {type(exc).__name__}: {exc}",
         ), None
@@ -363,8 +358,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
         pickle.loads(blob, buffers=buffers)
     except Exception as exc:
         outcome = _error(exc, "crash", "result-deserialization", capture.records)
-        return attrs.evolve(
-            outcome,
+        return outcome._replace(
             error_message=f"The task returned a value of type {_describe(value)} that pickles "
             f"but cannot be unpickled: {type(exc).__name__}: {exc}",
         ), None

@@ -11,7 +11,6 @@ import importlib
 import logging
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -200,7 +199,7 @@ class DaskRunner(Runner):
         import distributed
 
         self._stopping = False
-        self._topic = f"conveyor-runner-{uuid.uuid4().hex}"
+        self._topic = f"conveyor-runner-{os.urandom(16).hex()}"
         worker = self._nest_worker or _in_task_worker()
         if (
             worker is not None
@@ -414,7 +413,7 @@ class DaskRunner(Runner):
         from conveyor_dask._worker import KEY_PREFIX, run_task
 
         client = self._client
-        key = f"{KEY_PREFIX}{attempt.task_name}-{uuid.uuid4().hex}"
+        key = f"{KEY_PREFIX}{attempt.task_name}-{os.urandom(16).hex()}"
         try:
             future = client.submit(
                 run_task, payload, self._topic, key, *deps, key=key, pure=False, **restrictions

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -158,6 +157,8 @@ def check_reachable(address: str, timeout: float) -> None:
     if target is None:
         return
     try:
+        import socket
+
         with socket.create_connection(target, timeout=max(0.1, timeout)):
             pass
     except OSError as exc:
@@ -174,6 +175,8 @@ def gcs_alive(gcs_address: str, timeout: float = 1.0) -> bool:
     if target is None:
         return True
     try:
+        import socket
+
         with socket.create_connection(target, timeout=timeout):
             return True
     except TimeoutError:
