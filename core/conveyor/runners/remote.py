@@ -23,6 +23,7 @@ the packed payload as ``deps``: the payload holds :class:`Dep` placeholders for 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import pickle
 import traceback as tb_module
@@ -258,18 +259,21 @@ def _fill(obj: Any, deps: tuple[Any, ...], depth: int = 0) -> Any:
 
 
 class _Capture(logging.Handler):
-    """Collects the records of one task run on the worker."""
-
-    def __init__(self, names: tuple[str, str]) -> None:
-        super().__init__(logging.NOTSET)
-        self.names = names
-        self.records: list[dict[str, Any]] = []
+    """
+    One handler on the worker's root logger, installed once: it appends each record made by a
+    task run to that run's list (found through a context variable), so a run costs no handler
+    of its own.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
+        target = _capture_var.get()
+        if target is None:
+            return
+        names, records = target
         if (
             getattr(record, "flow_run_name", None),
             getattr(record, "task_run_name", None),
-        ) != self.names:
+        ) != names:
             return
         data = dict(record.__dict__)
         data["msg"] = record.getMessage()
@@ -278,7 +282,24 @@ class _Capture(logging.Handler):
             data["exc_text"] = logging.Formatter().formatException(record.exc_info)
         data["exc_info"] = None
         data["remote"] = True
-        self.records.append(data)
+        records.append(data)
+
+
+_capture_var: contextvars.ContextVar[tuple[tuple[str, str], list[dict[str, Any]]] | None] = (
+    contextvars.ContextVar("conveyor_capture", default=None)
+)
+_capture_handler: _Capture | None = None
+
+
+def _capturing(level: int) -> None:
+    """Install the capture handler once, and let records of ``level`` reach it."""
+    global _capture_handler
+    root = logging.getLogger()
+    if _capture_handler is None:
+        _capture_handler = _Capture(logging.NOTSET)
+        root.addHandler(_capture_handler)
+    if level < root.getEffectiveLevel():
+        root.setLevel(level)  # as verbose as the driver, so its handlers see what it would
 
 
 def _error(
@@ -323,33 +344,29 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
     except BaseException as exc:
         return _error(exc, "crash", "argument-deserialization", []), None
     install_record_factory()
-    capture = _Capture(names)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(capture)
-    if level < root.getEffectiveLevel():
-        root.setLevel(level)
+    _capturing(level)
+    records: list[dict[str, Any]] = []
     token = log_names_var.set(names)
+    capture_token = _capture_var.set((names, records))
     try:
         try:
             value = _run(fn, args, kwargs)
         except Exception as exc:
-            return _error(exc, "error", None, capture.records), None
+            return _error(exc, "error", None, records), None
         except SystemExit as exc:
-            return _error(exc, "crash", "system-exit", capture.records), None
+            return _error(exc, "crash", "system-exit", records), None
         except BaseException as exc:
-            return _error(exc, "crash", "interrupted", capture.records), None
+            return _error(exc, "crash", "interrupted", records), None
     finally:
+        _capture_var.reset(capture_token)
         log_names_var.reset(token)
-        root.removeHandler(capture)
-        root.setLevel(old_level)
     try:
         buffers: list[Any] = []
         if type(value) in _PLAIN:  # nothing to check: these always pickle and unpickle
-            return Outcome("ok", records=tuple(capture.records)), value
+            return Outcome("ok", records=tuple(records)), value
         blob = _cloudpickle().dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
-        outcome = _error(exc, "crash", "result-serialization", capture.records)
+        outcome = _error(exc, "crash", "result-serialization", records)
         return outcome._replace(
             error_message=f"The task returned a value of type {_describe(value)} that cannot be "
             f"pickled: {type(exc).__name__}: {exc}",
@@ -357,12 +374,12 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
     try:
         pickle.loads(blob, buffers=buffers)
     except Exception as exc:
-        outcome = _error(exc, "crash", "result-deserialization", capture.records)
+        outcome = _error(exc, "crash", "result-deserialization", records)
         return outcome._replace(
             error_message=f"The task returned a value of type {_describe(value)} that pickles "
             f"but cannot be unpickled: {type(exc).__name__}: {exc}",
         ), None
-    return Outcome("ok", records=tuple(capture.records)), value
+    return Outcome("ok", records=tuple(records)), value
 
 
 # -- driver side ---------------------------------------------------------------------------

@@ -31,6 +31,11 @@ def execute_packed(payload: bytes, *deps: Any) -> tuple[tuple[Any, bool, Any], A
     from conveyor.runners.remote import run_packed
 
     outcome, value = run_packed(payload, *deps)
+    if outcome.status == "ok" and not outcome.records:
+        # The common case travels as plain values, which Ray serializes without pickle.
+        if _inline(value):
+            return (None, True, value), None
+        return (None, False, None), value
     if outcome.status == "ok" and _inline(value):
         return (outcome, True, value), None
     return (outcome, False, None), value

@@ -134,6 +134,9 @@ def _describe_amounts(amounts: Mapping[str, float]) -> str:
     return "{" + ", ".join(shown) + "}"
 
 
+_OK = Outcome("ok")
+
+
 class _Handle:
     """The Ray side of one attempt: its two return refs, and what cancel asked for."""
 
@@ -572,8 +575,14 @@ class RayRunner(Runner):
     def _report(self, attempt: Attempt, handle: _Handle, data: Any) -> None:
         if attempt.finished:
             return  # timed out or cancelled: the engine already decided
-        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], Outcome):
+        if (
+            isinstance(data, tuple)
+            and len(data) == 3
+            and (data[0] is None or isinstance(data[0], Outcome))
+        ):
             outcome, inlined, small = data
+            if outcome is None:  # ok, and no log records
+                outcome = _OK
             value: Any = None
             if inlined:
                 value = small
