@@ -256,3 +256,41 @@ class TestScale:
             return [f.result() for f in add.map(iter([1, 2, 3]), y=10)]
 
         assert streamed() == [11, 12, 13]
+
+
+def test_eager_map_keeps_at_most_map_window_runs_unfinished() -> None:
+    """A map over a list waits for its oldest runs so at most map_window are unfinished."""
+    import threading
+
+    from conveyor import hookimpl
+    from conveyor.plugins import PluginHost, use_host
+
+    class Unfinished:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.now = 0
+            self.peak = 0
+
+        @hookimpl
+        def conveyor_task_run_state_changed(self, future: Any, old: Any, new: Any) -> None:
+            with self.lock:
+                if old.name == "Pending" and new.name == "Running":
+                    self.now += 1
+                    self.peak = max(self.peak, self.now)
+                elif new.is_final():
+                    self.now -= 1
+
+    counter = Unfinished()
+
+    @task(map_window=8)
+    def slowish(x: int) -> int:
+        time.sleep(0.001)
+        return x
+
+    @flow(runner=ConcurrentRunner(max_workers=4))
+    def mapped() -> int:
+        return sum(f.result() for f in slowish.map(range(400)))
+
+    with use_host(PluginHost(entry_points=False, extra_plugins=[("count", counter)])):
+        assert mapped() == sum(range(400))
+    assert 0 < counter.peak <= 9

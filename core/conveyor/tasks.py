@@ -218,7 +218,8 @@ class Task(Generic[P, R]):
 
         Arguments wrapped in :class:`unmapped`, strings, bytes, mappings, futures and other
         non-iterables are passed whole to every run. Sized iterables (lists, tuples, ranges)
-        must have equal lengths, and map returns a list of futures.
+        must have equal lengths, and map returns a list of futures; while it submits, it keeps
+        at most ``map_window`` of its runs unfinished (it waits for the oldest).
 
         If an iterable is lazy (a generator or another iterator), map returns a
         :class:`RunStream` instead: an iterator of futures, in order, that keeps at most
@@ -261,10 +262,16 @@ class Task(Generic[P, R]):
             raise ConfigError(msg)
         futures = []
         n_pos = len(args)
+        window = self.options.map_window
         for i in range(lengths.pop()):
             call_args = tuple(mapped[k][i] if k in mapped else static[k] for k in range(n_pos))
             call_kwargs = {k: (mapped[k][i] if k in mapped else static[k]) for k in kwargs}
             futures.append(flow_run.submit(self, self.options, call_args, call_kwargs))
+            if i >= window:
+                # Keep at most map_window runs of this map unfinished: a huge map then costs
+                # memory per finished future only, and time grows linearly with its length.
+                # Waiting here gives a pool slot back, like any wait on a future.
+                futures[i - window]._wait()
         return futures
 
 
