@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -80,6 +82,26 @@ def alive(pids: set[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return living
+
+
+def soak(one: Callable[[int], object], expected: object, settled: Callable[[], bool]) -> None:
+    """
+    Run ``one(k)`` for 50 flows; after each, ``settled()`` must become true (the backend holds
+    nothing of the finished flow). Then check that the driver grew less than 30 MB from flow 10
+    to flow 50 and kept the same threads, files and child processes.
+    """
+    usage: dict[int, Usage] = {}
+    for k in range(50):
+        assert one(k) == expected
+        gc.collect()
+        assert wait_until(settled, limit=30), f"flow {k} left work behind on the backend"
+        if k in (9, 49):
+            usage[k] = Usage()
+    first, last = usage[9], usage[49]
+    assert (last.rss - first.rss) / 2**20 < 30
+    assert last.threads == first.threads
+    assert last.fds <= first.fds + 2
+    assert last.children == first.children
 
 
 class Usage:

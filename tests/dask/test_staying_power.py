@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 from pathlib import Path
@@ -16,7 +15,7 @@ import conveyor
 from conveyor import flow, task
 from conveyor_dask import DaskRunner
 from tests.helpers import wait_until
-from tests.staying_power_helpers import Usage, alive, interrupt_run
+from tests.staying_power_helpers import alive, interrupt_run, soak
 
 
 @task
@@ -61,18 +60,7 @@ def test_soak_50_flows_by_address(cluster: Any) -> None:
 
     with Client(cluster.scheduler_address) as watcher:
 
-        def scheduler_tasks() -> int:
-            return int(watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+        def no_tasks_left() -> bool:
+            return watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
 
-        usage: dict[int, Usage] = {}
-        for k in range(50):
-            assert one(k) == 20 * 4097
-            assert wait_until(lambda: scheduler_tasks() == 0, limit=30), scheduler_tasks()
-            if k in (9, 49):
-                gc.collect()
-                usage[k] = Usage()
-    first, last = usage[9], usage[49]
-    assert (last.rss - first.rss) / 2**20 < 30
-    assert last.threads == first.threads
-    assert last.fds <= first.fds + 2
-    assert last.children == first.children
+        soak(one, 20 * 4097, no_tasks_left)

@@ -15,7 +15,7 @@ import conveyor
 from conveyor import flow, task
 from conveyor_ray import RayRunner
 from tests.helpers import wait_until
-from tests.staying_power_helpers import Usage, alive, interrupt_run
+from tests.staying_power_helpers import alive, interrupt_run, soak
 
 
 @task
@@ -62,15 +62,4 @@ def test_soak_50_flows(runner: RayRunner) -> None:
 
     gc.collect()
     baseline = owned()
-    usage: dict[int, Usage] = {}
-    for k in range(50):
-        assert one(k) == 20 * 4097
-        gc.collect()
-        assert wait_until(lambda: owned() <= baseline, limit=30), (owned(), baseline)
-        if k in (9, 49):
-            usage[k] = Usage()
-    first, last = usage[9], usage[49]
-    assert (last.rss - first.rss) / 2**20 < 30
-    assert last.threads == first.threads
-    assert last.fds <= first.fds + 2
-    assert last.children == first.children
+    soak(one, 20 * 4097, lambda: owned() <= baseline)
