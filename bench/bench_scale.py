@@ -45,12 +45,16 @@ def run_map(runner: Any, n: int) -> float:
 
 
 @contextmanager
-def backend(name: str) -> Iterator[Any]:
+def backend(name: str, address: str | None = None) -> Iterator[Any]:
     """
     The runner to measure. Dask and Ray run on one cluster for the whole benchmark (a flow
     would otherwise start a cluster per run, and its start-up would hide the per-run cost).
     """
-    if name == "dask":
+    if name == "dask" and address:  # a scheduler in its own process: only the client is ours
+        from conveyor_dask import DaskRunner
+
+        yield DaskRunner(address=address)
+    elif name == "dask":
         from distributed import LocalCluster
 
         from conveyor_dask import DaskRunner
@@ -76,10 +80,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runner", default="concurrent")
+    parser.add_argument("--address", help="dask: an existing scheduler instead of a LocalCluster")
     parser.add_argument("--items", type=int, default=10_000, help="N; the large run uses 10*N")
     args = parser.parse_args()
     n = args.items
-    with backend(args.runner) as runner:
+    with backend(args.runner, args.address) as runner:
         run_map(runner, min(n, 1000))  # warm up: imports, worker processes
         # Best of several runs: one short run on a shared machine is mostly noise.
         small = min(run_map(runner, n) for _ in range(3))

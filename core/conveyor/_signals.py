@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -82,13 +82,16 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def interrupt_handling() -> Iterator[None]:
+def interrupt_handling() -> Iterator[Callable[[], None]]:
     """
     Inside the block, SIGINT raises KeyboardInterrupt and SIGTERM raises :class:`Terminated` in
     the main thread, once; a second signal kills every descendant process and exits at once.
+
+    Yields a function that installs the handlers again: a backend that installs its own when it
+    starts (Ray's core worker does, for SIGTERM) would otherwise take over.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
     received: list[int] = []
 
@@ -107,8 +110,14 @@ def interrupt_handling() -> Iterator[None]:
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def reinstall() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in previous:
+                signal.signal(sig, handler)
+
     try:
-        yield
+        yield reinstall
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

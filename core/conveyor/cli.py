@@ -161,9 +161,22 @@ def _cmd_runners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _signal_guard(reinstall: Any) -> object:
+    """A plugin that puts the CLI's signal handlers back once a flow run's runner started."""
+    from conveyor.plugins.hookspecs import hookimpl
+
+    class SignalGuard:
+        @hookimpl
+        def conveyor_flow_run_started(self, flow_run: Any) -> None:
+            reinstall()
+
+    return SignalGuard()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from conveyor._signals import Terminated, exit_code, interrupt_handling, kill_descendants
     from conveyor.config import cli_overrides
+    from conveyor.plugins.manager import get_host
     from conveyor.states import Cancelled, StateType
 
     options = _pairs(args.option, "Option")
@@ -173,7 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import anyio
 
     interrupted: BaseException | None = None
-    with cli_overrides(args.runner, options), interrupt_handling():
+    with cli_overrides(args.runner, options), interrupt_handling() as reinstall:
+        get_host().register(_signal_guard(reinstall), name="conveyor-cli-signals")
         flow_run = flow._make_run()
         counts: Counter[str] = Counter()
         flow_run.add_summary(counts)

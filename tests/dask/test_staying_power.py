@@ -28,10 +28,11 @@ def inc(i: int) -> int:
     return i + 1
 
 
-def test_sigint_stops_everything(tmp_path: Path) -> None:
-    """SIGINT mid-flow on a LocalCluster: exit 130 within 15 s, every process it started gone."""
-    code, out, seen, took = interrupt_run(tmp_path, "dask", signal.SIGINT)
-    assert code == 130, out
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_everything(tmp_path: Path, sig: int, code: int) -> None:
+    """A signal mid-flow on a LocalCluster: exit 128+signal within 15 s, every process it started gone."""
+    code_seen, out, seen, took = interrupt_run(tmp_path, "dask", sig)
+    assert code_seen == code, out
     assert took < 15
     assert "Cancelled" in out
     assert seen, "the runner started no worker processes?"
