@@ -52,8 +52,8 @@ class WorkerPool:
     def _spawn(self) -> None:
         self._seq += 1
         thread = threading.Thread(target=self._work, name=f"{self._name}-{self._seq}", daemon=True)
-        self._threads[thread] = None
         thread.start()
+        self._threads[thread] = None
 
     def _work(self) -> None:
         _blocking.pool = self
@@ -106,6 +106,6 @@ class WorkerPool:
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
-            if thread is threading.current_thread() or abandoned(thread):
-                continue
+            if thread is threading.current_thread() or thread.ident is None or abandoned(thread):
+                continue  # ourselves, never started (an interrupt hit _spawn), or stuck
             thread.join(max(0.0, deadline - time.monotonic()))
