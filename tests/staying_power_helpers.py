@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from conveyor import task
 from tests.helpers import wait_until
 
 LONG_FLOW = """
@@ -70,6 +71,27 @@ def interrupt_run(
             proc.kill()
             proc.communicate()
     return proc.returncode, out, seen, took
+
+
+def check_signal_stops_everything(tmp_path: Path, runner: str, sig: int, code: int) -> None:
+    """A signal mid-flow: exit 128+signal within 15 s, runs Cancelled, every process gone."""
+    code_seen, out, seen, took = interrupt_run(tmp_path, runner, sig)
+    assert code_seen == code, out
+    assert took < 15
+    assert "Cancelled" in out
+    assert seen, f"the {runner} runner started no processes?"
+    assert wait_until(lambda: not alive(seen), limit=15), alive(seen)
+
+
+@task
+def payload(i: int) -> bytes:
+    """4 KiB of data: too big to travel inline, so it stays on the backend until gathered."""
+    return os.urandom(4096) + bytes([i % 256])
+
+
+@task
+def inc(i: int) -> int:
+    return i + 1
 
 
 def alive(pids: set[int]) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,31 +11,15 @@ import pytest
 pytest.importorskip("conveyor_dask")
 
 import conveyor
-from conveyor import flow, task
+from conveyor import flow
 from conveyor_dask import DaskRunner
-from tests.helpers import wait_until
-from tests.staying_power_helpers import alive, interrupt_run, soak
-
-
-@task
-def payload(i: int) -> bytes:
-    return os.urandom(4096) + bytes([i % 256])
-
-
-@task
-def inc(i: int) -> int:
-    return i + 1
+from tests.staying_power_helpers import check_signal_stops_everything, inc, payload, soak
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_everything(tmp_path: Path, sig: int, code: int) -> None:
     """A signal mid-flow on a LocalCluster: exit 128+signal within 15 s, every process it started gone."""
-    code_seen, out, seen, took = interrupt_run(tmp_path, "dask", sig)
-    assert code_seen == code, out
-    assert took < 15
-    assert "Cancelled" in out
-    assert seen, "the runner started no worker processes?"
-    assert wait_until(lambda: not alive(seen), limit=10), alive(seen)
+    check_signal_stops_everything(tmp_path, "dask", sig, code)
 
 
 def test_map_20k(cluster: Any) -> None:

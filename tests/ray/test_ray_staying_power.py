@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import signal
 from pathlib import Path
 
@@ -12,31 +11,15 @@ import pytest
 pytest.importorskip("conveyor_ray")
 
 import conveyor
-from conveyor import flow, task
+from conveyor import flow
 from conveyor_ray import RayRunner
-from tests.helpers import wait_until
-from tests.staying_power_helpers import alive, interrupt_run, soak
-
-
-@task
-def payload(i: int) -> bytes:
-    return os.urandom(4096) + bytes([i % 256])
-
-
-@task
-def inc(i: int) -> int:
-    return i + 1
+from tests.staying_power_helpers import check_signal_stops_everything, inc, payload, soak
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_everything(tmp_path: Path, sig: int, code: int) -> None:
-    """A signal mid-flow on a local Ray: exit 128+signal within 15 s, every raylet and worker gone."""
-    code_seen, out, seen, took = interrupt_run(tmp_path, "ray", sig)
-    assert code_seen == code, out
-    assert took < 15
-    assert "Cancelled" in out
-    assert seen, "the runner started no Ray processes?"
-    assert wait_until(lambda: not alive(seen), limit=15), alive(seen)
+    """A signal mid-flow on a local Ray: exit 128+signal within 15 s, every process it started gone."""
+    check_signal_stops_everything(tmp_path, "ray", sig, code)
 
 
 def test_map_20k(runner: RayRunner) -> None:
