@@ -24,7 +24,7 @@ from conveyor.futures import RunFuture
 from conveyor.run_logging import install_record_factory
 from conveyor.runners.base import ConcurrencyType, Runner, is_async_callable
 from conveyor.runners.sequential import SequentialRunner
-from conveyor.states import Completed, Failed, State, StateType
+from conveyor.states import FINAL_TYPES, Completed, Failed, State, StateType
 from conveyor.tasks import _untyped
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class FlowRun:
         if self._observe:
             assert self._host is not None
             self._host.task_run_state_changed(run.future, old, new)
-        if new.type not in _FINAL:
+        if new.type not in FINAL_TYPES:
             return
         with self._lock:
             if self._summary is not None:
@@ -138,7 +138,7 @@ class FlowRun:
         with self._lock:
             self._inflight.add(run)
         run.start()
-        if runner.concurrency is _SEQUENTIAL:
+        if runner.concurrency is ConcurrencyType.SEQUENTIAL:
             run.future._wait()
         return run.future
 
@@ -250,8 +250,6 @@ class _LoopInlineRunner(Runner):
 
 
 _LOOP_INLINE = _LoopInlineRunner().start()
-_FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
-_SEQUENTIAL = SequentialRunner.concurrency
 
 
 class Flow(Generic[P, R]):
