@@ -290,12 +290,11 @@ def wait(
             pending.add(f)
 
     def satisfied() -> bool:
-        done = fs - pending
-        if return_when == ALL_COMPLETED:
+        if return_when == ALL_COMPLETED or not pending:
             return not pending
         if return_when == FIRST_COMPLETED:
-            return bool(done)
-        return not pending or any(_failed(f) for f in done)
+            return len(pending) < len(fs)
+        return any(_failed(f) for f in fs - pending)
 
     deadline = None if timeout is None else time.monotonic() + timeout
     with cond:

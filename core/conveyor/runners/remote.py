@@ -38,15 +38,19 @@ if TYPE_CHECKING:
     from conveyor.runners.base import Attempt
 
 __all__ = [
+    "PLAIN_TYPES",
     "Dep",
     "Outcome",
     "PackError",
     "dumps",
+    "function_bytes",
+    "load_function",
     "loads",
     "pack_call",
     "pack_or_crash",
     "replay_records",
     "report_outcome",
+    "run_call",
     "run_packed",
 ]
 
@@ -149,7 +153,7 @@ def pack_call(
         kwargs = _swap_refs(kwargs, _fetch, deps)
     names = (attempt.flow_run_name, attempt.name)
     try:
-        fn_blob = _function_bytes(attempt.fn)
+        fn_blob = function_bytes(attempt.fn)
         call_blob = dumps((args, kwargs, names, logging.getLogger().getEffectiveLevel()))
         payload = pickle.dumps((fn_blob, call_blob), protocol=pickle.HIGHEST_PROTOCOL)
     except PackError:
@@ -190,7 +194,8 @@ _FN_LOADED: dict[bytes, Any] = {}
 _FN_LOADED_MAX = 256
 
 
-def _function_bytes(fn: Any) -> bytes:
+def function_bytes(fn: Any) -> bytes:
+    """``fn`` pickled with :func:`dumps`, once per function (cached while ``fn`` lives)."""
     try:
         return _FN_CACHE[fn]
     except (KeyError, TypeError):
@@ -203,7 +208,8 @@ def _function_bytes(fn: Any) -> bytes:
     return blob
 
 
-def _load_function(blob: bytes) -> Any:
+def load_function(blob: bytes) -> Any:
+    """The function :func:`function_bytes` pickled; a worker unpickles each one once."""
     fn = _FN_LOADED.get(blob)
     if fn is None:
         fn = loads(blob)
@@ -285,9 +291,9 @@ class _Capture(logging.Handler):
         records.append(data)
 
 
-_capture_var: contextvars.ContextVar[tuple[tuple[str, str], list[dict[str, Any]]] | None] = (
-    contextvars.ContextVar("conveyor_capture", default=None)
-)
+_capture_var: contextvars.ContextVar[
+    tuple[tuple[str | None, str | None], list[dict[str, Any]]] | None
+] = contextvars.ContextVar("conveyor_capture", default=None)
 _capture_handler: _Capture | None = None
 
 
@@ -323,7 +329,8 @@ def _run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+# Values of these types always pickle and unpickle.
+PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
@@ -333,14 +340,36 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
     ``value`` is the function's return value when ``outcome.status == "ok"`` (checked to
     pickle and unpickle), else None.
     """
-    from conveyor.run_logging import install_record_factory
-
     try:
         fn_blob, call_blob = loads(payload)
         args, kwargs, names, level = loads(call_blob)
-        fn = _load_function(fn_blob)
         args = _fill(args, deps)
         kwargs = _fill(kwargs, deps)
+    except BaseException as exc:
+        return _error(exc, "crash", "argument-deserialization", []), None
+    return run_call(fn_blob, args, kwargs, names, level)
+
+
+def run_call(
+    fn_blob: bytes,
+    args: Any,
+    kwargs: Any,
+    names: tuple[str | None, str | None],
+    level: int,
+) -> tuple[Outcome, Any]:
+    """
+    Run the function pickled as ``fn_blob`` (by :func:`function_bytes`) with ``args`` and
+    ``kwargs`` on the worker, as :func:`run_packed` does once it has unpacked the call; return
+    ``(outcome, value)``. Never raises.
+
+    Log records at ``level`` or above are captured with ``names``; a backend that does not
+    send the names along passes ``(None, None)`` and the driver names the records when it
+    replays them (:func:`report_outcome`).
+    """
+    from conveyor.run_logging import install_record_factory
+
+    try:
+        fn = load_function(fn_blob)
     except BaseException as exc:
         return _error(exc, "crash", "argument-deserialization", []), None
     install_record_factory()
@@ -362,7 +391,7 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
         log_names_var.reset(token)
     try:
         buffers: list[Any] = []
-        if type(value) in _PLAIN:  # nothing to check: these always pickle and unpickle
+        if type(value) in PLAIN_TYPES:  # nothing to check: these always pickle and unpickle
             return Outcome("ok", records=tuple(records)), value
         blob = _cloudpickle().dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
@@ -385,9 +414,14 @@ def run_packed(payload: bytes, *deps: Any) -> tuple[Outcome, Any]:
 # -- driver side ---------------------------------------------------------------------------
 
 
-def replay_records(outcome: Outcome) -> None:
-    """Hand the task's worker-side log records to the driver's loggers."""
+def replay_records(outcome: Outcome, names: tuple[str, str] | None = None) -> None:
+    """
+    Hand the task's worker-side log records to the driver's loggers; records made without the
+    run's names (see :func:`run_call`) get ``names``.
+    """
     for data in outcome.records:
+        if names is not None and data.get("task_run_name") is None:
+            data["flow_run_name"], data["task_run_name"] = names
         record = logging.makeLogRecord(data)
         logger = logging.getLogger(record.name)
         if logger.isEnabledFor(record.levelno):
@@ -399,7 +433,8 @@ def report_outcome(attempt: Attempt, outcome: Outcome, value: Any) -> None:
     Report how a remote attempt ended: replay its logs, then succeed with ``value`` (a value
     or a :class:`~conveyor.ResultRef`), fail with the user's exception, or crash.
     """
-    replay_records(outcome)
+    if outcome.records:
+        replay_records(outcome, (attempt.flow_run_name, attempt.name))
     if outcome.status == "ok":
         attempt.succeed(value)
         return

@@ -5,6 +5,7 @@ The ``ray`` runner: conveyor task runs as Ray tasks, on a local Ray or a remote 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import queue
@@ -17,7 +18,13 @@ import attrs
 
 from conveyor.exceptions import ConfigError
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
-from conveyor.runners.remote import Outcome, pack_or_crash, report_outcome
+from conveyor.runners.remote import (
+    PLAIN_TYPES,
+    Outcome,
+    function_bytes,
+    pack_or_crash,
+    report_outcome,
+)
 from conveyor_ray import _connection
 from conveyor_ray._faults import classify
 from conveyor_ray._results import RayResult
@@ -32,8 +39,18 @@ _PINNED = {"max_retries": 0, "retry_exceptions": False, "num_returns": 2}
 
 # How often the dispatcher checks that the cluster is still there while runs are in flight.
 HEALTH_INTERVAL = 1.0
+# Up to this many runs in flight are each watched by a Ray callback, which reports them at once
+# but costs the driver about 0.1 ms of CPU per run. Runs beyond it are polled in batches with
+# ray.wait: every POLL_MIN seconds while they finish, backing off to POLL_MAX while none does.
+CALLBACK_LIMIT = 8
+POLL_MIN = 0.005
+POLL_MAX = 0.05
+POLL_WINDOW = 128
 # How long a worker death waits to be told apart from the loss of the whole cluster.
 DEATH_SETTLE = 1.0
+
+# How long fetching the outcome of a run that Ray reported finished may take.
+_FETCH_TIMEOUT = 30.0
 
 _STOP = object()
 _WAKE = object()
@@ -138,15 +155,19 @@ _OK = Outcome("ok")
 
 
 class _Handle:
-    """The Ray side of one attempt: its two return refs, and what cancel asked for."""
+    """
+    The Ray side of one attempt: its two return refs, whether a callback watches it, and what
+    cancel asked for.
+    """
 
-    __slots__ = ("cancel_requested", "force_at", "outcome", "value")
+    __slots__ = ("cancel_requested", "force_at", "outcome", "value", "watched")
 
     def __init__(self) -> None:
         self.outcome: Any = None
         self.value: Any = None
         self.cancel_requested = False
         self.force_at: float | None = None
+        self.watched = False
 
 
 _remote_cache: dict[int, Any] = {}
@@ -213,7 +234,16 @@ class RayRunner(Runner):
     _ray: Any = attrs.field(default=None, init=False, eq=False, repr=False)
     _base: Any = attrs.field(default=None, init=False, eq=False, repr=False)
     _remote: Any = attrs.field(default=None, init=False, eq=False, repr=False)
+    _options: dict[str, dict[str, Any]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
     _variants: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _direct: dict[tuple[Any, int, str], Any] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
+    _polled: dict[Any, Attempt] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _forcing: set[Attempt] = attrs.field(factory=set, init=False, eq=False, repr=False)
+    _next_health: float = attrs.field(default=0.0, init=False, eq=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, eq=False, repr=False)
     _inflight: dict[Attempt, _Handle] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _queue: queue.SimpleQueue[Any] | None = attrs.field(
@@ -252,7 +282,12 @@ class RayRunner(Runner):
         self._ray = ray
         self._base = base
         self._remote = remote
+        self._options = {"": defaults}
         self._variants = {}
+        self._direct = {}
+        self._polled = {}
+        self._forcing = set()
+        self._next_health = time.monotonic() + HEALTH_INTERVAL
         self._lost = None
         self._deferred = []
         self._queue = queue.SimpleQueue()
@@ -283,6 +318,8 @@ class RayRunner(Runner):
         with self._lock:
             left = list(self._inflight.items())
             self._inflight.clear()
+            self._polled.clear()
+            self._forcing.clear()
         self._stop_leftovers(left)
         for attempt, _handle in left:
             if not attempt.finished:
@@ -324,18 +361,25 @@ class RayRunner(Runner):
                 reason="backend-lost",
             )
             return
-        remote = self._remote_for(attempt)
-        if remote is None:
+        key = self._options_key(attempt)
+        if key is None:
             return
-        packed = pack_or_crash(attempt, native=self._native)
-        if packed is None:
-            return
-        payload, deps = packed
+        call = self._direct_call(attempt)
+        if call is not None:
+            remote = self._direct_remote(attempt, key)
+            args, kwargs = call
+        else:
+            remote = self._packed_remote(key)
+            packed = pack_or_crash(attempt, native=self._native)
+            if packed is None:
+                return
+            payload, deps = packed
+            args, kwargs = (payload, *deps), {}
         handle = _Handle()
         attempt.handle = handle
         attempt.mark_running()  # handed to Ray; it cannot tell us when a worker starts it
         try:
-            outcome_ref, value_ref = remote.remote(payload, *deps)
+            outcome_ref, value_ref = remote.remote(*args, **kwargs)
         except BaseException as exc:
             fault = classify(exc, self._ray, attempt.name)
             if fault.lost or not self._ray.is_initialized():
@@ -350,16 +394,24 @@ class RayRunner(Runner):
             return
         with self._lock:
             handle.outcome, handle.value = outcome_ref, value_ref
-            first = not self._inflight
-            self._inflight[attempt] = handle
+            inflight = self._inflight
+            wake = not inflight
+            inflight[attempt] = handle
+            polled = self._polled
+            if len(inflight) - len(polled) <= CALLBACK_LIMIT:
+                handle.watched = True
+            else:
+                wake = not polled  # the dispatcher starts polling
+                polled[outcome_ref] = attempt
             cancel = handle.cancel_requested
         q = self._queue
-        if first and q is not None:
+        if wake and q is not None:
             q.put(_WAKE)
         if cancel:
             self._cancel_ref(outcome_ref, force=False, name=attempt.name)
-            handle.force_at = time.monotonic() + self.cancel_grace_seconds
-        outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
+            self._force_later(attempt, handle)
+        if handle.watched:
+            outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
 
     def _on_completed(self, attempt: Attempt, data: Any) -> None:
         # Runs on a Ray thread: hand over, do the work on the dispatcher.
@@ -372,17 +424,41 @@ class RayRunner(Runner):
             return value.object_ref
         return None
 
+    def _direct_call(self, attempt: Attempt) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """
+        The run's arguments as Ray task arguments, if each is a plain value or a result of this
+        session (passed as its ObjectRef); None if the run must be packed.
+        """
+        args, kwargs = attempt.args, attempt.kwargs
+        swapped = False
+        for value in (*args, *kwargs.values()):
+            kind = type(value)
+            if kind in PLAIN_TYPES:
+                continue
+            if kind is RayResult and value.session is self._session:
+                swapped = True
+                continue
+            return None
+        if not swapped:
+            return args, kwargs
+        return tuple(self._native(v) or v for v in args), {
+            k: self._native(v) or v for k, v in kwargs.items()
+        }
+
     # No upstream_handle(): downstream runs wait until their upstream runs are final. Submitting
     # them at once (with the upstream's refs as arguments) was measured to save a driver round
     # trip per link, but ray.cancel() of a task whose arguments are still pending crashes the
     # driver in Ray 2.60 (reference_counter.cc "Check failed: submitted_task_ref_count > 0").
 
-    def _remote_for(self, attempt: Attempt) -> Any:
-        """The remote function with this attempt's options, or None if the attempt crashed."""
+    def _options_key(self, attempt: Attempt) -> str | None:
+        """
+        A key for the attempt's Ray options (``""``: the runner's defaults), checked once per
+        key; None if the options are refused, and the attempt crashed.
+        """
         resources = attempt.resources
         extra = attempt.runner_options
         if not resources and not extra:
-            return self._remote
+            return ""
         options: dict[str, Any] = {}
         if resources:
             options.update(ray_options_for(resources))
@@ -394,9 +470,8 @@ class RayRunner(Runner):
                 return None
             options.update(extra)
         key = repr(sorted(options.items()))
-        remote = self._variants.get(key)
-        if remote is not None:
-            return remote
+        if key in self._options:
+            return key
         merged = {**self._default_options(self._session_or_fail()), **options}
         if "resources" in options and "resources" in self.remote_options:
             merged["resources"] = {**self.remote_options["resources"], **options["resources"]}
@@ -405,7 +480,7 @@ class RayRunner(Runner):
             attempt.crash(problem, reason="unschedulable")
             return None
         try:
-            remote = self._base.options(**merged)
+            self._variants[key] = self._base.options(**merged)
         except (TypeError, ValueError) as exc:
             attempt.crash(
                 f"Ray rejected the options of {attempt.name!r} ({merged!r}): {exc}",
@@ -413,7 +488,23 @@ class RayRunner(Runner):
                 exc=exc,
             )
             return None
-        self._variants[key] = remote
+        self._options[key] = merged
+        return key
+
+    def _packed_remote(self, key: str) -> Any:
+        return self._variants[key] if key else self._remote
+
+    def _direct_remote(self, attempt: Attempt, key: str) -> Any:
+        """The remote function running the attempt's task function directly, made once."""
+        level = logging.getLogger().getEffectiveLevel()
+        index = (attempt.fn, level, key)
+        remote = self._direct.get(index)
+        if remote is None:
+            from conveyor_ray._worker import direct_entry
+
+            entry = direct_entry(function_bytes(attempt.fn), level)
+            remote = self._ray.remote(**_PINNED, **self._options[key])(entry)
+            self._direct[index] = remote
         return remote
 
     def _session_or_fail(self) -> _connection.Session:
@@ -449,13 +540,19 @@ class RayRunner(Runner):
         if ref is None:
             return True  # submit is under way; it cancels right after
         self._cancel_ref(ref, force=False, name=attempt.name)
+        self._force_later(attempt, handle)
+        return True
+
+    def _force_later(self, attempt: Attempt, handle: _Handle) -> None:
+        """Have the dispatcher kill the attempt's worker if it has not stopped after the grace."""
         with self._lock:
-            if attempt in self._inflight:
-                handle.force_at = time.monotonic() + self.cancel_grace_seconds
+            if attempt not in self._inflight:
+                return
+            handle.force_at = time.monotonic() + self.cancel_grace_seconds
+            self._forcing.add(attempt)
         q = self._queue
         if q is not None:
             q.put(_WAKE)
-        return True
 
     def _cancel_ref(self, ref: Any, *, force: bool, name: str) -> None:
         try:
@@ -468,49 +565,113 @@ class RayRunner(Runner):
     def _dispatch(self) -> None:
         q = self._queue
         assert q is not None
+        poll = POLL_MIN
         while True:
             timeout = self._next_wakeup()
+            if self._polled:
+                timeout = poll if timeout is None else min(timeout, poll)
+            items: list[Any] = []
             try:
-                item = q.get(timeout=timeout)
+                items.append(q.get(timeout=timeout))
+                while True:
+                    items.append(q.get_nowait())
             except queue.Empty:
+                pass
+            for item in items:
+                if item is _STOP:
+                    return
+                if item is not _WAKE:
+                    self._finish(*item)
+            if self._polled:
+                poll = POLL_MIN if self._harvest() else min(poll * 2, POLL_MAX)
+            if self._housekeeping_due():
                 self._housekeeping()
-                continue
-            if item is _STOP:
-                return
-            if item is _WAKE:
-                continue
-            attempt, data = item
-            with self._lock:
-                handle = self._inflight.pop(attempt, None)
+
+    def _finish(self, attempt: Attempt, data: Any) -> None:
+        with self._lock:
+            handle = self._inflight.pop(attempt, None)
             if handle is None:  # already crashed as lost, or stopped
-                continue
-            try:
-                self._report(attempt, handle, data)
-            except Exception:
-                logger.exception("conveyor-ray could not report %s.", attempt)
+                return
+            if not handle.watched:
+                self._polled.pop(handle.outcome, None)
+            self._forcing.discard(attempt)
+        try:
+            self._report(attempt, handle, data)
+        except Exception:
+            logger.exception("conveyor-ray could not report %s.", attempt)
+
+    def _harvest(self) -> int:
+        """
+        Report the polled runs that have finished, fetching their outcomes in one batch. The
+        oldest POLL_WINDOW runs are asked first; all of them only when none of those finished.
+        """
+        with self._lock:
+            polled = self._polled
+            window = list(itertools.islice(polled, POLL_WINDOW))
+            rest = len(polled) > len(window)
+        ready = self._ready(window)
+        if not ready and rest:
+            with self._lock:
+                window = list(self._polled)
+            ready = self._ready(window)
+        if not ready:
+            return 0
+        try:
+            outcomes = self._ray.get(ready, timeout=_FETCH_TIMEOUT)
+        except BaseException:  # one of them holds an error: fetch them one by one
+            outcomes = [self._fetch_outcome(ref) for ref in ready]
+        with self._lock:
+            attempts = [self._polled.get(ref) for ref in ready]
+        for attempt, data in zip(attempts, outcomes, strict=True):
+            if attempt is not None:
+                self._finish(attempt, data)
+        return len(ready)
+
+    def _ready(self, refs: list[Any]) -> list[Any]:
+        if not refs:
+            return []
+        try:
+            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        except BaseException:
+            return []  # Ray is going away; the health check reports it
+        return list(ready)
+
+    def _fetch_outcome(self, ref: Any) -> Any:
+        try:
+            return self._ray.get(ref, timeout=_FETCH_TIMEOUT)
+        except BaseException as exc:  # SystemExit, if Ray shuts down meanwhile
+            return exc
 
     def _next_wakeup(self) -> float | None:
         with self._lock:
             if not self._inflight and not self._deferred:
                 return None
-            forces = [h.force_at for h in self._inflight.values() if h.force_at is not None]
+            due = [self._next_health]
+            due.extend(
+                h.force_at for a in self._forcing if (h := self._inflight.get(a)) and h.force_at
+            )
         if self._deferred:
-            forces.append(min(d[0] for d in self._deferred))
-        wait = HEALTH_INTERVAL
-        if forces:
-            wait = min(wait, max(0.0, min(forces) - time.monotonic()))
-        return wait
+            due.append(min(d[0] for d in self._deferred))
+        return max(0.0, min(due) - time.monotonic())
+
+    def _housekeeping_due(self) -> bool:
+        if not self._inflight and not self._deferred:
+            return False
+        wait = self._next_wakeup()
+        return wait is not None and wait <= 0.0
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [
-                (a, h)
-                for a, h in self._inflight.items()
-                if h.force_at is not None and h.force_at <= now
-            ]
-            for _a, h in due:
-                h.force_at = None
+            due = []
+            for attempt in list(self._forcing):
+                handle = self._inflight.get(attempt)
+                if handle is None or handle.force_at is None:
+                    self._forcing.discard(attempt)
+                elif handle.force_at <= now:
+                    handle.force_at = None
+                    self._forcing.discard(attempt)
+                    due.append((attempt, handle))
         for attempt, handle in due:
             try:
                 ready, _ = self._ray.wait([handle.outcome], timeout=0, fetch_local=False)
@@ -523,9 +684,12 @@ class RayRunner(Runner):
                     self.cancel_grace_seconds,
                 )
                 self._cancel_ref(handle.outcome, force=True, name=attempt.name)
-        lost = self._lost_reason(check_gcs=True)
-        if lost is not None:
-            self._on_lost(lost)
+        lost = None
+        if now >= self._next_health:
+            self._next_health = now + HEALTH_INTERVAL
+            lost = self._lost_reason(check_gcs=True)
+            if lost is not None:
+                self._on_lost(lost)
         settled = [d for d in self._deferred if d[0] <= now or lost is not None]
         self._deferred = [d for d in self._deferred if d not in settled]
         for _due, attempt, fault, exc in settled:
@@ -559,6 +723,8 @@ class RayRunner(Runner):
         with self._lock:
             victims = list(self._inflight)
             self._inflight.clear()
+            self._polled.clear()
+            self._forcing.clear()
         for attempt in victims:
             attempt.crash(
                 f"The Ray cluster was lost while {attempt.name!r} was in flight: {why}.",
