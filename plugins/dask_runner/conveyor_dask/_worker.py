@@ -8,13 +8,14 @@ it starts; it imports ``distributed`` only inside functions.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Any
 
 from conveyor.runners.remote import Outcome, dumps, run_packed
 
-__all__ = ["KEY_PREFIX", "TaskOutcome", "is_executing", "run_task"]
+__all__ = ["KEY_PREFIX", "TaskOutcome", "is_executing", "run_task", "starts_topic"]
 
 #: Every Dask key conveyor submits starts with this.
 KEY_PREFIX = "conveyor-"
@@ -70,9 +71,11 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     """
     Run one conveyor attempt on a worker; return its value, or raise :class:`TaskOutcome`.
 
-    Publishes ``("start", key, worker)`` on ``topic`` when the body starts, so the driver knows
-    which runs a dying worker really ran, and the run's log records (``("logs", key, bytes)``)
-    when it returned a value (a failed run carries them in its :class:`TaskOutcome`).
+    Before the body runs, logs ``(key, worker)`` under :func:`starts_topic` and hands the
+    worker's buffered messages to the OS (:func:`_announce_start`), so the scheduler knows of
+    every run this worker finished and of the one it starts even if the body kills the
+    process. Publishes the run's log records on ``topic`` (``("logs", key, bytes)``) when it
+    returned a value (a failed run carries them in its :class:`TaskOutcome`).
     """
     from distributed import get_worker
 
@@ -83,15 +86,7 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     except Exception:  # pragma: no cover - executed outside a worker
         worker = None
     if worker is not None and topic:
-        # Announce the start only for a body still running after START_GRACE seconds: a run
-        # that finishes sooner is reported by its result, and the event costs a round trip
-        # per run. A worker that dies within the grace period was (on 1-thread workers) killed
-        # by this very run, which crashed itself and may run again.
-        loop = worker.loop
-        address = worker.address
-        loop.add_callback(
-            lambda: loop.call_later(START_GRACE, _announce_if_running, worker, topic, key, address)
-        )
+        _announce_start(worker, starts_topic(topic), key)
     try:
         outcome, value = run_packed(payload, *deps)
     finally:
@@ -104,18 +99,58 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     return value
 
 
-#: Seconds a body runs before the driver is told that it started.
-START_GRACE = 0.05
+def starts_topic(topic: str) -> str:
+    """
+    The event topic under which workers log the runs they start. Nobody subscribes to it: the
+    scheduler keeps its last events, and the driver reads them only when a worker died.
+    """
+    return f"{topic}-starts"
 
 
-def _announce_if_running(worker: Any, topic: str, key: str, address: str) -> None:
-    with _lock:
-        running = key in _executing
-    if running:
+#: How long a body waits for the worker to send its start (and what it sent before).
+FLUSH_LIMIT = 1.0
+
+
+def _announce_start(worker: Any, topic: str, key: str) -> None:
+    """
+    Log that ``key`` starts on ``worker``, and wait (up to FLUSH_LIMIT) until the worker's
+    batched stream to the scheduler has handed that event, and every message before it, to the
+    OS. Without this, a body that kills its process within the stream's batching interval
+    takes with it the "task-finished" of the run before it, which then counts as killed.
+    """
+    sent = threading.Event()
+    msg = {"op": "log-event", "topic": topic, "msg": (key, worker.address)}
+
+    def announce() -> None:
         try:
-            worker.log_event(topic, ("start", key, address))
+            worker.batched_send(msg)
+            stream = worker.batched_stream
+            stream.next_deadline = None  # send now, not at the end of the batching interval
+            stream.waker.set()
         except Exception:  # pragma: no cover - the worker is closing
-            logger.debug("Could not publish the start of %s", key, exc_info=True)
+            sent.set()
+            return
+        worker.loop.add_callback(check, stream, 0)
+
+    def written(stream: Any) -> bool:
+        # The stream logs each batch once its write completed, i.e. the OS has the bytes.
+        log = stream.recent_message_log
+        for batch in itertools.islice(reversed(log), 4):
+            if isinstance(batch, list) and any(m is msg for m in batch):
+                return True
+        return False
+
+    def check(stream: Any, hops: int) -> None:
+        comm = stream.comm
+        if comm is None or comm.closed() or hops >= 1000 or written(stream):
+            sent.set()
+        elif hops < 20:  # the stream sends within the loop's next turns
+            worker.loop.add_callback(check, stream, hops + 1)
+        else:  # a write is still in progress
+            worker.loop.call_later(0.001, check, stream, hops + 1)
+
+    worker.loop.add_callback(announce)
+    sent.wait(FLUSH_LIMIT)
 
 
 def is_executing(key: str) -> int:
@@ -127,6 +162,10 @@ def is_executing(key: str) -> int:
 
 
 GUARD_NAME = "conveyor-lost-result-guard"
+
+#: The event topic under which the guard logs the key of each completed run whose result it
+#: saw lost.
+LOST_RESULTS_TOPIC = "conveyor-lost-results"
 
 
 def has_guard(dask_scheduler: Any) -> bool:
@@ -159,5 +198,7 @@ def guard_plugin() -> Any:
             ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
             if ts is not None:
                 ts.has_lost_dependencies = True
+                # The driver may not have heard yet that the run finished: tell it.
+                self.scheduler.log_event(LOST_RESULTS_TOPIC, key)
 
     return LostResultGuard()

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -136,7 +137,6 @@ class DaskRunner(Runner):
     _nest_worker: Any = attrs.field(default=None, init=False, eq=False, repr=False)
     _topic: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, eq=False, repr=False)
-    _started_on: dict[str, str] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _cancelled: set[str] = attrs.field(factory=set, init=False, eq=False, repr=False)
     _inflight: dict[str, Attempt] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _results: Any = attrs.field(factory=weakref.WeakSet, init=False, eq=False, repr=False)
@@ -336,7 +336,6 @@ class DaskRunner(Runner):
         with self._lock:
             leftover = list(self._inflight.values())
             self._inflight.clear()
-            self._started_on.clear()
             self._cancelled.clear()
         for attempt in leftover:
             attempt.crash(
@@ -456,11 +455,7 @@ class DaskRunner(Runner):
             kind, key = msg[0], msg[1]
         except Exception:  # pragma: no cover
             return
-        if kind == "start":
-            with self._lock:
-                if key in self._inflight:
-                    self._started_on[key] = msg[2]
-        elif kind == "logs":
+        if kind == "logs":
             try:
                 records = loads(msg[2])
             except Exception:  # pragma: no cover
@@ -468,12 +463,40 @@ class DaskRunner(Runner):
                 return
             replay_records(Outcome("ok", records=tuple(records)))
 
-    def _forget(self, key: str) -> tuple[bool, str | None]:
+    def _forget(self, key: str) -> bool:
         with self._lock:
             self._inflight.pop(key, None)
             cancelled = key in self._cancelled
             self._cancelled.discard(key)
-            return cancelled, self._started_on.pop(key, None)
+            return cancelled
+
+    def _result_was_lost(self, key: str) -> bool:
+        """Whether the scheduler's guard saw the completed result of ``key`` lost."""
+        from conveyor_dask._worker import LOST_RESULTS_TOPIC
+
+        try:
+            events = self._client.get_events(LOST_RESULTS_TOPIC)
+        except Exception:
+            return False
+        return any(msg == key for _when, msg in events)
+
+    def _started_on(self, key: str) -> str | None:
+        """
+        The worker that logged the start of ``key``'s body, from the scheduler's last events of
+        the starts topic (see ``_worker.run_task``); None if it never started.
+        """
+        from conveyor_dask._worker import starts_topic
+
+        assert self._topic is not None
+        try:
+            events = self._client.get_events(starts_topic(self._topic))
+        except Exception:
+            logger.debug("Could not read the start events of %s.", key, exc_info=True)
+            return None
+        for _when, msg in reversed(events):
+            if msg[0] == key:
+                return str(msg[1])
+        return None
 
     def _on_done(
         self,
@@ -485,9 +508,13 @@ class DaskRunner(Runner):
         future: Any,
     ) -> None:
         key = future.key
-        cancelled, started_on = self._forget(key)
+        cancelled = self._forget(key)
         status = future.status
-        if status == "finished":
+        if status == "finished" or (
+            status == "cancelled" and not cancelled and self._result_was_lost(key)
+        ):
+            # A run whose result was lost with its worker before this callback ran finished
+            # all the same: it is COMPLETED, and fetching its value raises result-lost.
             if attempt.finished:
                 future.release()
                 return
@@ -522,13 +549,12 @@ class DaskRunner(Runner):
                 reason="backend-lost",
             )
             return
-        self._report_error(attempt, exc, started_on, payload, deps, restrictions, tries)
+        self._report_error(attempt, exc, payload, deps, restrictions, tries)
 
     def _report_error(
         self,
         attempt: Attempt,
         exc: BaseException | None,
-        started_on: str | None,
         payload: bytes,
         deps: list[Any],
         restrictions: dict[str, Any],
@@ -549,11 +575,21 @@ class DaskRunner(Runner):
             )
             return
         if isinstance(exc, KilledWorker):
-            if started_on is None and tries < _MAX_UNSTARTED_RESUBMITS and not self._stopping:
+            unstarted = self._started_on(attempt.handle[2]) is None
+            if unstarted and tries < _MAX_UNSTARTED_RESUBMITS and not self._stopping:
                 # Its worker died before this run's body started (it was queued behind the
                 # culprit): the body never ran, so run it elsewhere.
                 logger.debug("Resubmitting %s: its worker died before it started.", attempt.name)
                 self._submit(attempt, payload, deps, restrictions, tries + 1)
+                return
+            rss = self._killed_for_memory(exc)
+            if rss is not None:
+                attempt.crash(
+                    f"The Dask worker running {attempt.name!r} was restarted by its nanny for "
+                    f"exceeding its memory limit (it used {rss / 2**20:.0f} MiB) ({exc}).",
+                    reason="oom-killed",
+                    exc=exc,
+                )
                 return
             attempt.crash(
                 f"The Dask worker running {attempt.name!r} died ({exc}). The task may have "
@@ -570,6 +606,27 @@ class DaskRunner(Runner):
             reason=_backend_reason(exc),
             exc=exc,
         )
+
+    def _killed_for_memory(self, exc: BaseException) -> float | None:
+        """
+        The memory (bytes) of the dead worker behind ``exc`` (a ``KilledWorker``) if its nanny
+        restarted it for exceeding its memory limit, else None. The nanny logs that event
+        just before it terminates the worker, so it is looked for twice, briefly.
+        """
+        address = getattr(getattr(exc, "last_worker", None), "address", None)
+        if address is None:
+            return None
+        for attempt_no in range(2):
+            try:
+                events = self._client.get_events("worker-restart-memory")
+            except Exception:
+                return None
+            for _when, msg in reversed(events):
+                if isinstance(msg, dict) and msg.get("worker") == address:
+                    return float(msg.get("rss") or 0.0)
+            if attempt_no == 0:
+                time.sleep(0.5)  # the nanny's event may trail the worker's death
+        return None
 
     def _backend_gone(self) -> bool:
         """Whether the cluster or the scheduler connection is going or gone."""
@@ -590,7 +647,6 @@ class DaskRunner(Runner):
             if key not in self._inflight:
                 return True  # already ended
             self._cancelled.add(key)
-            started_on = self._started_on.get(key)
         client = self._client
         if client is None:
             return True
@@ -603,6 +659,7 @@ class DaskRunner(Runner):
         try:
             running = {a: pid for a, pid in client.run(is_executing, key).items() if pid}
         except Exception:
+            started_on = self._started_on(key)
             running = {started_on: 0} if started_on else {}
         if not running:
             return True  # it never started, or already ended: it will not run
