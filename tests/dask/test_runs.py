@@ -12,9 +12,10 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from dask_helpers import count_runs
+from dask_helpers import count_runs, wait_until
 
 from conveyor import StateType, flow, get_run_logger, task
+from conveyor._context import flow_run_var
 from conveyor.run_logging import install_record_factory
 from conveyor_dask import DaskResult, DaskRunner
 
@@ -79,17 +80,71 @@ class TestValues:
         """A completed run's data is a DaskResult, fetched only on result()."""
 
         @flow(runner=runner)
-        def f() -> tuple[bool, int, bool]:
-            fut = worker_pid.submit()
+        def f() -> tuple[bool, Any, bool]:
+            fut = pid_text.submit()
             state = fut.wait(30)
             assert state is not None and state.is_completed()
             ref = state.data
             before = isinstance(ref, DaskResult) and not ref.fetched
             return before, fut.result(), ref.fetched
 
-        before, pid, after = f()
+        before, text, after = f()
         assert before and after
-        assert pid != os.getpid()
+        assert text != f"pid {os.getpid()}" and text.startswith("pid ")
+
+    def test_none_holds_nothing_on_the_cluster(self, runner: DaskRunner) -> None:
+        """A run that returned None is COMPLETED with None, and its Dask key is released."""
+
+        @flow(runner=runner)
+        def f() -> tuple[list[Any], int]:
+            futures = [echo.submit(None) for _ in range(5)]
+            states = [fu.wait(30) for fu in futures]
+            assert all(s is not None and s.is_completed() for s in states), states
+            client = flow_run_var.get().runner.client  # type: ignore[union-attr]
+            wait_until(lambda: not client.futures, 30, "the client to release every key")
+            return [s.data for s in states], len(client.futures)
+
+        data, held = f()
+        assert data == [None] * 5 and held == 0
+
+    def test_small_results_beyond_the_cap_are_fetched(
+        self, runner: DaskRunner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Small numbers stay on the cluster up to SMALL_HELD runs; beyond that the oldest are
+        fetched in batches and their Dask futures released, so the driver holds values, not
+        one Dask future per run.
+        """
+        import conveyor_dask.runner as dask_runner
+
+        monkeypatch.setattr(dask_runner, "SMALL_HELD", 8)
+        values = [1, 2.5, True, 3j, *range(4, 20)]
+
+        @flow(runner=runner)
+        def f() -> tuple[list[Any], list[Any], int]:
+            futures = [echo.submit(v) for v in values]
+            refs = [fu.wait(30).data for fu in futures]  # type: ignore[union-attr]
+            client = flow_run_var.get().runner.client  # type: ignore[union-attr]
+            wait_until(lambda: len(client.futures) <= 8, 30, "the oldest small results fetched")
+            fetched, held = [r.fetched for r in refs], len(client.futures)
+            return fetched, [fu.result() for fu in futures], held
+
+        fetched, results, held = f()
+        assert results == values
+        assert held == 8
+        assert sum(fetched) == 12  # the 12 that finished first, in three batches of 4
+
+
+@task
+def pid_text() -> str:
+    import os
+
+    return f"pid {os.getpid()}"
+
+
+@task
+def echo(value: Any) -> Any:
+    return value
 
 
 @task

@@ -7,6 +7,7 @@ Importing this module does not import ``distributed``; :meth:`DaskRunner.on_star
 
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 import os
@@ -141,6 +142,7 @@ class DaskRunner(Runner):
     _inflight: dict[str, Attempt] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _results: Any = attrs.field(factory=weakref.WeakSet, init=False, eq=False, repr=False)
     _restarts: list[threading.Thread] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    _fetcher: _Fetcher | None = attrs.field(default=None, init=False, eq=False, repr=False)
     _guarded: bool = attrs.field(default=False, init=False, eq=False, repr=False)
     _stopping: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
@@ -227,6 +229,7 @@ class DaskRunner(Runner):
                 self._close_cluster()
                 raise
             self._owns_client = True
+        self._fetcher = _Fetcher(self._client)
         try:
             self._client.subscribe_topic(self._topic, self._on_event)
         except Exception:  # pragma: no cover - very old schedulers
@@ -315,6 +318,9 @@ class DaskRunner(Runner):
 
     def on_stop(self) -> None:
         self._stopping = True
+        fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            fetcher.stop()
         client = self._client
         for thread in list(self._restarts):
             thread.join(30)
@@ -518,8 +524,16 @@ class DaskRunner(Runner):
             if attempt.finished:
                 future.release()
                 return
+            kind = future.type if status == "finished" else None
+            if kind is type(None):  # nothing to keep on the cluster
+                attempt.succeed(None)
+                future.release()
+                return
             ref = DaskResult(future, self._client, attempt.name)
             self._results.add(ref)
+            fetcher = self._fetcher
+            if kind in _SMALL_TYPES and fetcher is not None:
+                fetcher.add(ref)
             attempt.succeed(ref)
             return
         if cancelled or attempt.finished:
@@ -727,6 +741,57 @@ class DaskRunner(Runner):
         others = [w for w in client.scheduler_info(n_workers=-1)["workers"] if w != address]
         if others:
             client.replicate(only_there, n=1, workers=others)
+
+
+# Results of these types (the scheduler tells the client a result's type) have no side effects
+# when unpickled. Up to SMALL_HELD of them stay on the cluster as Dask futures (about 5 KB of
+# driver memory each); beyond that the oldest are fetched in batches and their futures released,
+# so a large map of small results costs the driver its values, not a Dask future per run.
+_SMALL_TYPES = frozenset({bool, int, float, complex})
+SMALL_HELD = 2048
+
+
+class _Fetcher:
+    """Keeps at most SMALL_HELD small results on the cluster, fetching the oldest in batches."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._cond = threading.Condition()
+        self._held: collections.deque[weakref.ref[DaskResult]] = collections.deque()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="conveyor-dask-fetch", daemon=True)
+        self._thread.start()
+
+    def add(self, ref: DaskResult) -> None:
+        with self._cond:
+            self._held.append(weakref.ref(ref))
+            if len(self._held) > SMALL_HELD:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while len(self._held) <= SMALL_HELD and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                oldest = [self._held.popleft() for _ in range(SMALL_HELD // 2)]
+            refs = [r for w in oldest if (r := w()) is not None and r.future is not None]
+            if not refs:
+                continue
+            try:
+                values = self._client.gather([r.future for r in refs])
+            except Exception:  # one of them is gone: each keeps its lazy result
+                logger.debug("Fetching %d small results failed.", len(refs), exc_info=True)
+                continue
+            for ref, value in zip(refs, values, strict=True):
+                ref._keep(value)
 
 
 def _backend_reason(exc: BaseException) -> str:
