@@ -240,12 +240,17 @@ class DaskRunner(Runner):
             logger.info("Dask dashboard: %s", link)
 
     def _connect(self, target: Any, label: str) -> Any:
+        import dask
         from distributed import Client
 
         kwargs = {"timeout": self.connect_timeout, "set_as_default": False}
         kwargs.update(self.client_kwargs)
         try:
-            return Client(target, **kwargs)  # type: ignore[no-untyped-call]
+            # The client's stream to the scheduler keeps its last batches of messages for
+            # debugging (1,000 by default), each holding the submitted tasks' payloads: in a
+            # large map that is most of the driver's memory. Keep 100.
+            with dask.config.set({"distributed.admin.low-level-log-length": _CLIENT_LOG_LENGTH}):
+                return Client(target, **kwargs)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
             msg = (
                 f"Runner 'dask' could not reach the Dask scheduler at {label} within "
@@ -749,6 +754,8 @@ class DaskRunner(Runner):
 # so a large map of small results costs the driver its values, not a Dask future per run.
 _SMALL_TYPES = frozenset({bool, int, float, complex})
 SMALL_HELD = 2048
+
+_CLIENT_LOG_LENGTH = 100
 
 
 class _Fetcher:
