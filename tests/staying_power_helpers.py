@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -33,54 +36,334 @@ def long():
 """
 
 
-def interrupt_run(
-    tmp_path: Path, runner: str, sig: int = signal.SIGINT
-) -> tuple[int, str, set[int], float]:
-    """
-    Start `conveyor run` of a long flow on ``runner``, send ``sig`` once a task started, and
-    return (exit code, stdout, every descendant PID seen while it ran, seconds to exit).
-    """
-    (tmp_path / "pipeline.py").write_text(LONG_FLOW)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "run", "pipeline.py:long", "--runner", runner],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: set[int] = set()
+# The same flow as a plain Python program that calls it (the runner comes from CONVEYOR_RUNNER).
+# When the call ends (by the KeyboardInterrupt, which then propagates out of the program) it
+# prints the last state of every task run, the non-daemon threads, and the processes it still
+# has, waiting at most 5 s for them to end: a program that goes on after catching the
+# interrupt must not keep the runner's cluster.
+LONG_PROGRAM = (
+    LONG_FLOW
+    + """
+import json, threading
+import psutil
+from conveyor import hookimpl
+from conveyor.plugins.manager import get_host
+
+last = {}
+
+class Observer:
+    @hookimpl
+    def conveyor_task_run_state_changed(self, future, old, new):
+        last[future.name] = new.name
+
+def processes_left():
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            continue
+    return left
+
+if __name__ == "__main__":  # Dask's worker processes are spawned: they import this module
+    get_host().register(Observer(), name="observer")
     try:
-
-        def started() -> bool:
-            try:
-                seen.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
-            except psutil.NoSuchProcess:
-                return True
-            return any(tmp_path.glob("started-*"))
-
-        assert wait_until(started, limit=120), "no task started"
-        seen.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
-        start = time.monotonic()
-        proc.send_signal(sig)
-        out, _err = proc.communicate(timeout=30)
-        took = time.monotonic() - start
+        long()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, out, seen, took
+        print("states: " + json.dumps(last), flush=True)
+        print("non-daemon threads: " + json.dumps(
+            [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        ), flush=True)
+        deadline = time.monotonic() + 5
+        while processes_left() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("processes: " + json.dumps(processes_left()), flush=True)
+"""
+)
+
+SHUTDOWN_MARK = "every run is final, the runner stops"
+
+# The flow of `conveyor run`, printing a line the moment its 4 runs are all final: after an
+# interrupt that is when the flow run has cancelled them and goes on to stop its runner.
+SHUTDOWN_MARKED_FLOW = (
+    LONG_FLOW
+    + """
+from conveyor import hookimpl
+from conveyor.plugins.manager import get_host
+
+class ShutdownMarker:
+    def __init__(self):
+        self.final = set()
+
+    @hookimpl
+    def conveyor_task_run_state_changed(self, future, old, new):
+        if new.is_final():
+            self.final.add(future.name)
+            if len(self.final) == 4:
+                print(MARK, flush=True)
+
+get_host().register(ShutdownMarker(), name="shutdown-marker")
+"""
+    + f"MARK = {SHUTDOWN_MARK!r}\n"
+)
+
+
+def backend_env(runner: str | None = None) -> dict[str, str]:
+    """This environment without CONVEYOR_* (plus CONVEYOR_RUNNER=``runner``), Ray on loopback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if runner is not None:
+        env["CONVEYOR_RUNNER"] = runner
+    return env
+
+
+class Watched:
+    """
+    A child process, with its output read line by line as it comes and every descendant
+    process it ever had recorded: the tree is walked while it runs, also while it shuts down,
+    and once it exited, processes that inherited its environment tag are swept up too (a
+    descendant whose parent died is re-parented, out of the tree).
+    """
+
+    WALK_EVERY = 0.1
+    TAG = "STAYING_POWER_TAG"
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.tag = uuid.uuid4().hex
+        self.proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**env, self.TAG: self.tag},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.seen: dict[int, psutil.Process] = {}
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            with self._cond:
+                lines.append(line)
+                self._cond.notify_all()
+
+    def walk(self) -> bool:
+        """Record the process's descendants; False once it has exited."""
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return False
+        for child in children:
+            self.seen.setdefault(child.pid, child)
+        return self.proc.poll() is None
+
+    def wait_for(self, condition: Callable[[], object], limit: float) -> bool:
+        """
+        Walk the tree until ``condition()`` (checked at once when a line arrives) holds, the
+        process exits, or ``limit`` seconds pass; return whether the condition holds.
+        """
+        deadline = time.monotonic() + limit
+        while True:
+            with self._cond:
+                if self._cond.wait_for(condition, timeout=self.WALK_EVERY):
+                    return True
+            if not self.walk() or time.monotonic() > deadline:
+                return bool(condition())
+
+    def printed(self, text: str) -> bool:
+        """Whether a line of stdout or stderr so far contains ``text``."""
+        with self._cond:
+            return any(text in line for line in self.out + self.err)
+
+    def finish(self, limit: float) -> float:
+        """Walk the tree until the process exits (at most ``limit`` s); return how long it took."""
+        start = time.monotonic()
+        deadline = start + limit
+        while self.walk() and time.monotonic() < deadline:
+            try:
+                self.proc.wait(self.WALK_EVERY)
+            except subprocess.TimeoutExpired:
+                continue
+        took = time.monotonic() - start
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.sweep()
+        for reader in self._readers:  # EOF comes once every holder of the pipes is gone
+            reader.join(15)
+        return took
+
+    def sweep(self) -> None:
+        """Record every other process that carries this process's environment tag."""
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != self.proc.pid and proc.environ().get(self.TAG) == self.tag:
+                    self.seen.setdefault(proc.pid, proc)
+            except psutil.Error:
+                continue
+
+    def leftovers(self) -> list[int]:
+        """The processes it started that still run (walked, or swept up now)."""
+        self.sweep()
+        return alive(self.pids)
+
+    def describe(self, pids: list[int]) -> list[str]:
+        """The PIDs with their command lines (for failure messages)."""
+        described = []
+        for pid in pids:
+            try:
+                described.append(f"{pid} {' '.join(self.seen[pid].cmdline())[:160]}")
+            except psutil.Error:
+                described.append(str(pid))
+        return described
+
+    @property
+    def pids(self) -> set[int]:
+        return set(self.seen)
+
+    def stdout(self) -> str:
+        with self._cond:
+            return "".join(self.out)
+
+    def stderr(self) -> str:
+        with self._cond:
+            return "".join(self.err)
+
+    def close(self) -> None:
+        """Kill the process and whatever it left running (processes this test started)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.sweep()
+        for child in self.seen.values():
+            try:
+                child.kill()  # psutil refuses if the PID now belongs to another process
+            except psutil.Error:
+                continue
+        for reader in self._readers:
+            reader.join(15)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def started_task(tmp_path: Path) -> Callable[[], bool]:
+    """A condition: a task of the long flow, run in ``tmp_path``, has started."""
+    return lambda: any(tmp_path.glob("started-*"))
+
+
+def start_conveyor_run(tmp_path: Path, runner: str, source: str = LONG_FLOW) -> Watched:
+    """`conveyor run pipeline.py:long --runner <runner>` of ``source``, in ``tmp_path``."""
+    (tmp_path / "pipeline.py").write_text(source)
+    return Watched(
+        [sys.executable, "-m", "conveyor", "run", "pipeline.py:long", "--runner", runner],
+        tmp_path,
+        backend_env(),
+    )
+
+
+def signal_once_started(run: Watched, tmp_path: Path, sig: int = signal.SIGINT) -> None:
+    """Send ``sig`` to ``run`` once a task of the long flow started (in ``tmp_path``)."""
+    assert run.wait_for(started_task(tmp_path), limit=120), run.stdout() + run.stderr()
+    run.walk()
+    run.proc.send_signal(sig)
 
 
 def check_signal_stops_everything(tmp_path: Path, runner: str, sig: int, code: int) -> None:
     """A signal mid-flow: exit 128+signal within 15 s, runs Cancelled, every process gone."""
-    code_seen, out, seen, took = interrupt_run(tmp_path, runner, sig)
-    assert code_seen == code, out
-    assert took < 15
-    assert "Cancelled" in out
-    assert seen, f"the {runner} runner started no processes?"
-    assert wait_until(lambda: not alive(seen), limit=15), alive(seen)
+    run = start_conveyor_run(tmp_path, runner)
+    try:
+        signal_once_started(run, tmp_path, sig)
+        took = run.finish(limit=30)
+        out = run.stdout()
+        assert run.proc.returncode == code, out + run.stderr()
+        assert took < 15, f"exited {took:.1f} s after the signal"
+        assert "Cancelled" in out
+        assert run.seen, f"the {runner} runner started no processes?"
+        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+    finally:
+        run.close()
+
+
+def check_second_interrupt_stops_everything(tmp_path: Path, runner: str) -> None:
+    """
+    `conveyor run` on ``runner`` gets SIGINT mid-flow, and a second SIGINT once its shutdown
+    has begun (its runs are cancelled and the runner is stopping): it exits at once with 130,
+    and every process it started is gone.
+    """
+    run = start_conveyor_run(tmp_path, runner, SHUTDOWN_MARKED_FLOW)
+    try:
+        signal_once_started(run, tmp_path)
+        first = time.monotonic()
+        assert run.seen, f"the {runner} runner started no processes?"
+        assert run.wait_for(lambda: run.printed(SHUTDOWN_MARK), limit=15), (
+            run.stdout() + run.stderr()
+        )
+        assert run.proc.poll() is None, "it exited before the second interrupt"
+        second = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        took = run.finish(limit=15)
+        out, err = run.stdout(), run.stderr()
+        # Proof that the second signal cut the shutdown short: it says so, it did not get as
+        # far as the summary, and it took far less than the shutdown it interrupted.
+        assert run.proc.returncode == 130, out + err
+        assert "second interrupt" in err, out + err
+        assert "task runs:" not in out, out
+        assert took < 5, (
+            f"{took:.1f} s after the second SIGINT ({second - first:.1f} s after the first)"
+        )
+        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+    finally:
+        run.close()
+
+
+def check_program_interrupt(tmp_path: Path, runner: str, in_flight: int) -> None:
+    """
+    A plain Python program calling the long flow on ``runner`` gets SIGINT once a task started:
+    the KeyboardInterrupt propagates out of the program within 15 s (its traceback ends the
+    output, and Python then dies of SIGINT: status 130 in a shell), its ``in_flight`` runs are
+    Cancelled, no non-daemon thread is left, the runner's processes are gone by the time the
+    flow call returns, and every process it started is gone after it exited.
+    """
+    (tmp_path / "prog.py").write_text(LONG_PROGRAM)
+    run = Watched([sys.executable, "prog.py"], tmp_path, backend_env(runner))
+    try:
+        signal_once_started(run, tmp_path)
+        took = run.finish(limit=30)
+        out, err = run.stdout(), run.stderr()
+        assert took < 15, f"exited {took:.1f} s after SIGINT"
+        assert run.proc.returncode == -signal.SIGINT, out + err
+        assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", err
+        states = json.loads(_after(out, "states: "))
+        assert sorted(states.values()) == ["Cancelled"] * in_flight, states
+        assert json.loads(_after(out, "non-daemon threads: ")) == [], out
+        # Once the flow call returned, the runner's processes are gone: all but the helper
+        # that multiprocessing starts once per program (for the spawned Dask workers), which
+        # lives as long as the program, as it does without conveyor.
+        left = json.loads(_after(out, "processes: "))
+        assert [c for c in left if "multiprocessing.resource_tracker" not in c] == [], left
+        if runner != "sequential":
+            assert run.seen, f"the {runner} runner started no processes?"
+        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+    finally:
+        run.close()
+
+
+def _after(out: str, prefix: str) -> str:
+    """The rest of the line of ``out`` that starts with ``prefix``."""
+    for line in out.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    raise AssertionError(f"no line {prefix!r} in:\n{out}")
 
 
 @task
@@ -127,11 +410,17 @@ def soak(one: Callable[[int], object], expected: object, settled: Callable[[], b
 
 
 class Usage:
-    """This process's RSS, threads, open files and children, for soak comparisons."""
+    """
+    This process's RSS, threads, open files and child processes, for soak comparisons.
+
+    Only direct children count: what a flow's runner starts (a cluster's nannies, a local Ray's
+    GCS and raylet) is a child of this process, while the long-lived cluster the soak runs on
+    replaces its own workers (a grandchild of this process) when it likes.
+    """
 
     def __init__(self) -> None:
         me = psutil.Process()
         self.rss = me.memory_info().rss
         self.threads = {t for t in threading.enumerate() if not t.daemon}
         self.fds = me.num_fds()
-        self.children = {c.pid for c in me.children(recursive=True)}
+        self.children = {c.pid for c in me.children(recursive=False)}

@@ -18,7 +18,7 @@ import pytest
 from conveyor import Runner, flow, task
 from conveyor.runners import ConcurrentRunner, SequentialRunner
 from tests.helpers import wait_until
-from tests.staying_power_helpers import LONG_FLOW
+from tests.staying_power_helpers import LONG_FLOW, check_program_interrupt
 
 STUBBORN_RUNNER_FLOW = """
 import pathlib, subprocess, sys, time
@@ -141,6 +141,13 @@ class TestInterrupts:
             interrupted()
         assert all(f.done() for f in futures)
         assert [f.state.name for f in futures].count("Cancelled") >= 2
+
+    def test_sigint_to_a_program_on_sequential(self, tmp_path: Path) -> None:
+        """
+        `python prog.py` calling a flow on sequential gets SIGINT while a task runs: the
+        KeyboardInterrupt propagates within 15 s, the running run is Cancelled, nothing is left.
+        """
+        check_program_interrupt(tmp_path, "sequential", in_flight=1)
 
 
 class TestTeardown:

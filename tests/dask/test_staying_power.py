@@ -13,13 +13,37 @@ pytest.importorskip("conveyor_dask")
 import conveyor
 from conveyor import flow
 from conveyor_dask import DaskRunner
-from tests.staying_power_helpers import check_signal_stops_everything, inc, payload, soak
+from tests.staying_power_helpers import (
+    check_program_interrupt,
+    check_second_interrupt_stops_everything,
+    check_signal_stops_everything,
+    inc,
+    payload,
+    soak,
+)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_everything(tmp_path: Path, sig: int, code: int) -> None:
     """A signal mid-flow on a LocalCluster: exit 128+signal within 15 s, every process it started gone."""
     check_signal_stops_everything(tmp_path, "dask", sig, code)
+
+
+def test_second_sigint_during_shutdown(tmp_path: Path) -> None:
+    """
+    A second SIGINT to `conveyor run` once its shutdown began (runs cancelled, the runner
+    stopping): exit 130 at once, and every process of the runner-owned LocalCluster (nannies,
+    workers) gone.
+    """
+    check_second_interrupt_stops_everything(tmp_path, "dask")
+
+
+def test_sigint_to_a_program(tmp_path: Path) -> None:
+    """
+    `python prog.py` calling a flow on a runner-owned LocalCluster gets SIGINT mid-flow: the
+    KeyboardInterrupt propagates within 15 s, its 4 runs are Cancelled, every process is gone.
+    """
+    check_program_interrupt(tmp_path, "dask", in_flight=4)
 
 
 def test_map_20k(cluster: Any) -> None:

@@ -338,6 +338,12 @@ def _init_with_deadline(ray: Any, kwargs: dict[str, Any], deadline: float, what:
             f"conveyor could not {what} within {deadline:g} s (`connect_timeout`); Ray did not "
             "answer. Check that the cluster is up and reachable, or raise `connect_timeout`."
         )
+        if kwargs.get("address") != "local":
+            msg += (
+                " If the cluster uses token authentication, set RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to its token: with a wrong or missing "
+                "token Ray only logs 'Unauthenticated' and retries."
+            )
         raise BackendUnavailable(msg)
     error = owner.error
     if error is not None:
