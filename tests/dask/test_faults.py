@@ -14,7 +14,7 @@ pytest.importorskip("conveyor_dask")
 
 from dask_helpers import count_runs, wait_until
 
-from conveyor import CrashedRun, StateType, flow, task
+from conveyor import CrashedRun, StateType, flow, task, unmapped
 from conveyor._context import flow_run_var
 from conveyor_dask import DaskRunner
 
@@ -41,6 +41,22 @@ def die(folder: str, how: str) -> None:
     if how == "exit":
         os._exit(1)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def die_after_others(folder: str, others: int) -> None:
+    """Record a start, wait (bounded) until ``others`` quick runs finished, then kill the worker."""
+    import os
+    import time
+    from pathlib import Path
+
+    from dask_helpers import record
+
+    record(folder, "culprit")
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).glob("q.*"))) < others and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os._exit(1)
 
 
 @task
@@ -141,6 +157,29 @@ class TestWorkerDeath:
             for name in [*(f"b{i}" for i in range(4)), "a0", "a1"]:
                 assert count_runs(runs_dir, f"r{r}-{name}") == 1
         assert count_runs(runs_dir, "culprit") == 4
+
+    def test_a_long_running_culprit_is_told_from_a_queued_run(
+        self, runner: DaskRunner, runs_dir: Path
+    ) -> None:
+        """
+        A run that kills its worker after 1,200 other runs started elsewhere (more than the
+        scheduler's log of events keeps) is still known to have started there: it is CRASHED
+        and runs once, and is not resubmitted to kill another worker.
+        """
+        n = 1200
+
+        @flow(runner=runner)
+        def f() -> Any:
+            bad = die_after_others.submit(str(runs_dir), n)
+            quick = touch.map(unmapped(str(runs_dir)), ["q"] * (n + 40))
+            culprit = bad.wait(120)
+            return culprit, [q.wait(120) for q in quick]
+
+        culprit, finals = f()
+        assert culprit is not None and culprit.reason == "worker-died", culprit
+        assert all(s is not None and s.is_completed() for s in finals)
+        assert count_runs(runs_dir, "culprit") == 1
+        assert count_runs(runs_dir, "q") == n + 40
 
     def test_completed_run_stays_completed_after_its_worker_dies(
         self, runner: DaskRunner, runs_dir: Path, cluster: Any

@@ -86,7 +86,7 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     except Exception:  # pragma: no cover - executed outside a worker
         worker = None
     if worker is not None and topic:
-        _announce_start(worker, starts_topic(topic), key)
+        _announce_start(worker, starts_topic(topic, worker.address), key)
     try:
         outcome, value = run_packed(payload, *deps)
     finally:
@@ -99,12 +99,14 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     return value
 
 
-def starts_topic(topic: str) -> str:
+def starts_topic(topic: str, address: str) -> str:
     """
-    The event topic under which workers log the runs they start. Nobody subscribes to it: the
-    scheduler keeps its last events, and the driver reads them only when a worker died.
+    The event topic under which the worker at ``address`` logs the runs it starts. Nobody
+    subscribes to it: the scheduler keeps its last events (1,000 by default), and the driver
+    reads them only when that worker died. One topic per worker, so the start of a run that
+    is still running there cannot be pushed out by the starts of other workers.
     """
-    return f"{topic}-starts"
+    return f"{topic}-starts-{address}"
 
 
 #: How long a body waits for the worker to send its start (and what it sent before).

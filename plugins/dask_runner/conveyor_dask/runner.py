@@ -491,23 +491,21 @@ class DaskRunner(Runner):
             return False
         return any(msg == key for _when, msg in events)
 
-    def _started_on(self, key: str) -> str | None:
+    def _started_on(self, key: str, address: str | None) -> bool:
         """
-        The worker that logged the start of ``key``'s body, from the scheduler's last events of
-        the starts topic (see ``_worker.run_task``); None if it never started.
+        Whether the worker at ``address`` logged the start of ``key``'s body, from the
+        scheduler's last events of that worker's starts topic (see ``_worker.run_task``).
         """
         from conveyor_dask._worker import starts_topic
 
-        assert self._topic is not None
+        if address is None or self._topic is None:
+            return False
         try:
-            events = self._client.get_events(starts_topic(self._topic))
+            events = self._client.get_events(starts_topic(self._topic, address))
         except Exception:
             logger.debug("Could not read the start events of %s.", key, exc_info=True)
-            return None
-        for _when, msg in reversed(events):
-            if msg[0] == key:
-                return str(msg[1])
-        return None
+            return False
+        return any(msg[0] == key for _when, msg in reversed(events))
 
     def _on_done(
         self,
@@ -594,7 +592,8 @@ class DaskRunner(Runner):
             )
             return
         if isinstance(exc, KilledWorker):
-            unstarted = self._started_on(attempt.handle[2]) is None
+            last = getattr(getattr(exc, "last_worker", None), "address", None)
+            unstarted = not self._started_on(attempt.handle[2], last)
             if unstarted and tries < _MAX_UNSTARTED_RESUBMITS and not self._stopping:
                 # Its worker died before this run's body started (it was queued behind the
                 # culprit): the body never ran, so run it elsewhere.
@@ -678,8 +677,13 @@ class DaskRunner(Runner):
         try:
             running = {a: pid for a, pid in client.run(is_executing, key).items() if pid}
         except Exception:
-            started_on = self._started_on(key)
-            running = {started_on: 0} if started_on else {}
+            running = {}
+            try:
+                for address, keys in client.processing().items():
+                    if key in keys and self._started_on(key, address):
+                        running[address] = 0
+            except Exception:
+                logger.debug("Could not tell where %s runs.", key, exc_info=True)
         if not running:
             return True  # it never started, or already ended: it will not run
         if not self._owns_cluster:
