@@ -143,6 +143,7 @@ class DaskRunner(Runner):
     _results: Any = attrs.field(factory=weakref.WeakSet, init=False, eq=False, repr=False)
     _restarts: list[threading.Thread] = attrs.field(factory=list, init=False, eq=False, repr=False)
     _fetcher: _Fetcher | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    _stopped_workers: set[str] = attrs.field(factory=set, init=False, eq=False, repr=False)
     _guarded: bool = attrs.field(default=False, init=False, eq=False, repr=False)
     _stopping: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
@@ -201,6 +202,7 @@ class DaskRunner(Runner):
         import distributed
 
         self._stopping = False
+        self._stopped_workers = set()
         self._topic = f"conveyor-runner-{os.urandom(16).hex()}"
         worker = self._nest_worker or _in_task_worker()
         if (
@@ -675,7 +677,11 @@ class DaskRunner(Runner):
         from conveyor_dask._worker import is_executing
 
         try:
-            running = {a: pid for a, pid in client.run(is_executing, key).items() if pid}
+            # Ask only the workers this runner has not just stopped: the scheduler may still
+            # list one it killed a moment ago, and reaching it would take the connect timeout.
+            live = self._live_workers()
+            answers = client.run(is_executing, key, workers=live, on_error="return")
+            running = {a: pid for a, pid in answers.items() if isinstance(pid, int) and pid}
         except Exception:
             running = {}
             try:
@@ -692,6 +698,11 @@ class DaskRunner(Runner):
             self._stop_worker(address, pid, attempt.name)
         return True
 
+    def _live_workers(self) -> list[str]:
+        """The scheduler's workers, less those this runner stopped."""
+        workers = self._client.scheduler_info(n_workers=-1)["workers"]
+        return [w for w in workers if w not in self._stopped_workers]
+
     def _stop_worker(self, address: str, pid: int, name: str) -> None:
         """Stop the worker process running ``name``; its nanny starts a fresh one."""
         logger.warning(
@@ -700,6 +711,7 @@ class DaskRunner(Runner):
             address,
             name,
         )
+        self._stopped_workers.add(address)
         try:
             self._rescue_results(address)
         except Exception:
@@ -747,7 +759,7 @@ class DaskRunner(Runner):
         only_there = [f for f in futures if list(who_has.get(f.key, ())) == [address]]
         if not only_there:
             return
-        others = [w for w in client.scheduler_info(n_workers=-1)["workers"] if w != address]
+        others = [w for w in self._live_workers() if w != address]
         if others:
             client.replicate(only_there, n=1, workers=others)
 
