@@ -23,6 +23,7 @@ import attrs
 from conveyor.exceptions import BackendUnavailable, ConfigError
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
 from conveyor.runners.remote import Outcome, loads, pack_or_crash, replay_records, report_outcome
+from conveyor.states import ResultRef
 from conveyor_dask._results import DaskResult
 
 __all__ = ["DaskRunner"]
@@ -231,7 +232,7 @@ class DaskRunner(Runner):
                 self._close_cluster()
                 raise
             self._owns_client = True
-        self._fetcher = _Fetcher(self._client)
+        self._fetcher = _Fetcher()
         try:
             self._client.subscribe_topic(self._topic, self._on_event)
         except Exception:  # pragma: no cover - very old schedulers
@@ -493,7 +494,7 @@ class DaskRunner(Runner):
             return False
         return any(msg == key for _when, msg in events)
 
-    def _started_on(self, key: str, address: str | None) -> bool:
+    def _started_there(self, key: str, address: str | None) -> bool:
         """
         Whether the worker at ``address`` logged the start of ``key``'s body, from the
         scheduler's last events of that worker's starts topic (see ``_worker.run_task``).
@@ -594,15 +595,15 @@ class DaskRunner(Runner):
             )
             return
         if isinstance(exc, KilledWorker):
-            last = getattr(getattr(exc, "last_worker", None), "address", None)
-            unstarted = not self._started_on(attempt.handle[2], last)
+            dead = getattr(getattr(exc, "last_worker", None), "address", None)
+            unstarted = not self._started_there(attempt.handle[2], dead)
             if unstarted and tries < _MAX_UNSTARTED_RESUBMITS and not self._stopping:
                 # Its worker died before this run's body started (it was queued behind the
                 # culprit): the body never ran, so run it elsewhere.
                 logger.debug("Resubmitting %s: its worker died before it started.", attempt.name)
                 self._submit(attempt, payload, deps, restrictions, tries + 1)
                 return
-            rss = self._killed_for_memory(exc)
+            rss = self._killed_for_memory(dead)
             if rss is not None:
                 attempt.crash(
                     f"The Dask worker running {attempt.name!r} was restarted by its nanny for "
@@ -627,13 +628,12 @@ class DaskRunner(Runner):
             exc=exc,
         )
 
-    def _killed_for_memory(self, exc: BaseException) -> float | None:
+    def _killed_for_memory(self, address: str | None) -> float | None:
         """
-        The memory (bytes) of the dead worker behind ``exc`` (a ``KilledWorker``) if its nanny
-        restarted it for exceeding its memory limit, else None. The nanny logs that event
-        just before it terminates the worker, so it is looked for twice, briefly.
+        The memory (bytes) of the dead worker at ``address`` if its nanny restarted it for
+        exceeding its memory limit, else None. The nanny logs that event just before it
+        terminates the worker, so it is looked for twice, briefly.
         """
-        address = getattr(getattr(exc, "last_worker", None), "address", None)
         if address is None:
             return None
         for attempt_no in range(2):
@@ -686,7 +686,7 @@ class DaskRunner(Runner):
             running = {}
             try:
                 for address, keys in client.processing().items():
-                    if key in keys and self._started_on(key, address):
+                    if key in keys and self._started_there(key, address):
                         running[address] = 0
             except Exception:
                 logger.debug("Could not tell where %s runs.", key, exc_info=True)
@@ -777,8 +777,7 @@ _CLIENT_LOG_LENGTH = 100
 class _Fetcher:
     """Keeps at most SMALL_HELD small results on the cluster, fetching the oldest in batches."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._held: collections.deque[weakref.ref[DaskResult]] = collections.deque()
         self._stopped = False
@@ -805,16 +804,11 @@ class _Fetcher:
                 if self._stopped:
                     return
                 oldest = [self._held.popleft() for _ in range(SMALL_HELD // 2)]
-            refs = [r for w in oldest if (r := w()) is not None and r.future is not None]
-            if not refs:
-                continue
-            try:
-                values = self._client.gather([r.future for r in refs])
-            except Exception:  # one of them is gone: each keeps its lazy result
-                logger.debug("Fetching %d small results failed.", len(refs), exc_info=True)
-                continue
-            for ref, value in zip(refs, values, strict=True):
-                ref._keep(value)
+            refs: list[ResultRef[Any]] = [
+                r for w in oldest if (r := w()) is not None and r.future is not None
+            ]
+            if refs:
+                DaskResult.get_many(refs)  # keeps each value; a lost one stays lazy
 
 
 def _backend_reason(exc: BaseException) -> str:

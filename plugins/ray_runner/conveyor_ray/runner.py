@@ -155,19 +155,15 @@ _OK = Outcome("ok")
 
 
 class _Handle:
-    """
-    The Ray side of one attempt: its two return refs, whether a callback watches it, and what
-    cancel asked for.
-    """
+    """The Ray side of one attempt: its two return refs, and what cancel asked for."""
 
-    __slots__ = ("cancel_requested", "force_at", "outcome", "value", "watched")
+    __slots__ = ("cancel_requested", "force_at", "outcome", "value")
 
     def __init__(self) -> None:
         self.outcome: Any = None
         self.value: Any = None
         self.cancel_requested = False
         self.force_at: float | None = None
-        self.watched = False
 
 
 _remote_cache: dict[int, Any] = {}
@@ -398,9 +394,8 @@ class RayRunner(Runner):
             wake = not inflight
             inflight[attempt] = handle
             polled = self._polled
-            if len(inflight) - len(polled) <= CALLBACK_LIMIT:
-                handle.watched = True
-            else:
+            watched = len(inflight) - len(polled) <= CALLBACK_LIMIT
+            if not watched:
                 wake = not polled  # the dispatcher starts polling
                 polled[outcome_ref] = attempt
             cancel = handle.cancel_requested
@@ -410,7 +405,7 @@ class RayRunner(Runner):
         if cancel:
             self._cancel_ref(outcome_ref, force=False, name=attempt.name)
             self._force_later(attempt, handle)
-        if handle.watched:
+        if watched:
             outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
 
     def _on_completed(self, attempt: Attempt, data: Any) -> None:
@@ -592,8 +587,7 @@ class RayRunner(Runner):
             handle = self._inflight.pop(attempt, None)
             if handle is None:  # already crashed as lost, or stopped
                 return
-            if not handle.watched:
-                self._polled.pop(handle.outcome, None)
+            self._polled.pop(handle.outcome, None)
             self._forcing.discard(attempt)
         try:
             self._report(attempt, handle, data)
