@@ -393,7 +393,7 @@ def soak(one: Callable[[int], object], expected: object, settled: Callable[[], b
     """
     Run ``one(k)`` for 50 flows; after each, ``settled()`` must become true (the backend holds
     nothing of the finished flow). Then check that the driver grew less than 30 MB from flow 10
-    to flow 50 and kept the same threads, files and child processes.
+    to flow 50, kept the same threads and child processes, and opened fewer than 10 more files.
     """
     usage: dict[int, Usage] = {}
     for k in range(50):
@@ -405,7 +405,10 @@ def soak(one: Callable[[int], object], expected: object, settled: Callable[[], b
     first, last = usage[9], usage[49]
     assert (last.rss - first.rss) / 2**20 < 30
     assert last.threads == first.threads
-    assert last.fds <= first.fds + 2
+    # A leak of one connection per flow would add 40 or more (80 with both ends in this process,
+    # as a LocalCluster's scheduler is); the backend's own connection pools may open a connection
+    # or two more as load varies (2 fds each here; CI once saw more than +2), which is not a leak.
+    assert last.fds - first.fds < 10, (first.fds, last.fds)
     assert last.children == first.children
 
 
