@@ -109,13 +109,15 @@ def main() -> int:
     args = parser.parse_args()
 
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from conveyor_dask import DaskRunner
+    from conveyor_dask.cluster import LocalProcessCluster
     from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
 
+    # The runner's default cluster (its scheduler in a process of its own), shared by both sides.
     with dask.config.set(OWNED_CLUSTER_CONFIG):
-        cluster = LocalCluster(
+        cluster = LocalProcessCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,

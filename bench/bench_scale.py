@@ -54,12 +54,11 @@ def backend(name: str, address: str | None = None) -> Iterator[Any]:
         from conveyor_dask import DaskRunner
 
         yield DaskRunner(address=address)
-    elif name == "dask":
-        from distributed import LocalCluster
-
+    elif name == "dask":  # the runner's default cluster: its scheduler in a process of its own
         from conveyor_dask import DaskRunner
+        from conveyor_dask.cluster import LocalProcessCluster
 
-        with LocalCluster(
+        with LocalProcessCluster(
             n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         ) as cluster:
             yield DaskRunner(address=cluster.scheduler_address)
@@ -80,7 +79,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runner", default="concurrent")
-    parser.add_argument("--address", help="dask: an existing scheduler instead of a LocalCluster")
+    parser.add_argument("--address", help="dask: an existing scheduler instead of a new cluster")
     parser.add_argument("--items", type=int, default=10_000, help="N; the large run uses 10*N")
     args = parser.parse_args()
     n = args.items

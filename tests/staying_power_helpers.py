@@ -109,6 +109,16 @@ get_host().register(ShutdownMarker(), name="shutdown-marker")
 )
 
 
+# The marked flow as a plain Python program that calls it.
+SHUTDOWN_MARKED_PROGRAM = (
+    SHUTDOWN_MARKED_FLOW
+    + """
+if __name__ == "__main__":  # Dask's worker processes are spawned: they import this module
+    long()
+"""
+)
+
+
 def backend_env(runner: str | None = None) -> dict[str, str]:
     """This environment without CONVEYOR_* (plus CONVEYOR_RUNNER=``runner``), Ray on loopback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -321,6 +331,42 @@ def check_second_interrupt_stops_everything(tmp_path: Path, runner: str) -> None
         assert took < 5, (
             f"{took:.1f} s after the second SIGINT ({second - first:.1f} s after the first)"
         )
+        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+    finally:
+        run.close()
+
+
+def check_program_second_interrupt(tmp_path: Path, runner: str) -> None:
+    """
+    A plain Python program calling the long flow on ``runner`` gets SIGINT once a task started,
+    and a second SIGINT once the flow's shutdown began (its runs are cancelled, the runner is
+    stopping): it dies of that second KeyboardInterrupt at once, and every process it started
+    is gone afterwards.
+    """
+    (tmp_path / "prog.py").write_text(SHUTDOWN_MARKED_PROGRAM)
+    run = Watched([sys.executable, "prog.py"], tmp_path, backend_env(runner))
+    try:
+        signal_once_started(run, tmp_path)
+        assert run.seen, f"the {runner} runner started no processes?"
+        assert run.wait_for(lambda: run.printed(SHUTDOWN_MARK), limit=15), (
+            run.stdout() + run.stderr()
+        )
+        assert run.proc.poll() is None, "it exited before the second interrupt"
+        run.proc.send_signal(signal.SIGINT)
+        took = run.finish(limit=15)
+        err = run.stderr()
+        # Python dies of SIGINT; with a Ray it started still up, Ray's exit handler makes that
+        # status 1 (so it does in a program using Ray alone, interrupted the same way).
+        codes = (-signal.SIGINT, 1) if runner == "ray" else (-signal.SIGINT,)
+        assert run.proc.returncode in codes, (run.proc.returncode, run.stdout() + err)
+        # The cluster's processes may still log to the same stderr after the program died.
+        assert "\nKeyboardInterrupt\n" in err, err
+        # Proof that the second interrupt landed in the shutdown the first one started: it
+        # was raised while the first was being handled (cancelling the runs), or in the flow
+        # stopping its runner.
+        handling = "During handling of the above exception, another exception occurred"
+        assert handling in err or "runner.stop()" in err, err
+        assert took < 5, f"{took:.1f} s after the second SIGINT"
         assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
     finally:
         run.close()

@@ -18,14 +18,17 @@ from dask_helpers import count_runs, wait_until  # noqa: F401 - re-exported for 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """A LocalCluster of 2 worker processes x 1 thread on 127.0.0.1, offering GPU=1 each."""
+    """
+    A cluster of 2 worker processes x 1 thread on 127.0.0.1, offering GPU=1 each, its scheduler in
+    a process of its own (as the runner's default cluster has it).
+    """
     import dask
-    from distributed import LocalCluster
 
+    from conveyor_dask.cluster import LocalProcessCluster
     from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
 
     with dask.config.set(OWNED_CLUSTER_CONFIG):
-        c = LocalCluster(
+        c = LocalProcessCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,

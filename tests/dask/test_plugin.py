@@ -62,6 +62,7 @@ class TestDistribution:
         public = {n for n in dir(conveyor_dask) if not n.startswith("_")} - {
             "plugin",
             "runner",
+            "cluster",
             "annotations",
         }
         assert set(conveyor_dask.__all__) - {"__version__"} == public

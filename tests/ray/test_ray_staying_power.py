@@ -15,6 +15,7 @@ from conveyor import flow
 from conveyor_ray import RayRunner
 from tests.staying_power_helpers import (
     check_program_interrupt,
+    check_program_second_interrupt,
     check_second_interrupt_stops_everything,
     check_signal_stops_everything,
     inc,
@@ -44,6 +45,14 @@ def test_sigint_to_a_program(tmp_path: Path) -> None:
     KeyboardInterrupt propagates within 15 s, its 4 runs are Cancelled, every process is gone.
     """
     check_program_interrupt(tmp_path, "ray", in_flight=4)
+
+
+def test_second_sigint_to_a_program(tmp_path: Path) -> None:
+    """
+    `python prog.py` calling a flow on a runner-owned local Ray gets a second SIGINT while the flow
+    shuts down after the first: it dies of it at once, and every process it started is gone.
+    """
+    check_program_second_interrupt(tmp_path, "ray")
 
 
 def test_map_20k(runner: RayRunner) -> None:

@@ -8,9 +8,11 @@ Importing this module does not import ``distributed``; :meth:`DaskRunner.on_star
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -100,9 +102,10 @@ class DaskRunner(Runner):
     - ``address``: the scheduler of an existing cluster, e.g. ``"tcp://10.0.0.5:8786"``. The
       runner connects to it and never shuts it down.
     - ``cluster_class``: a cluster class (or its dotted name) to start, with ``cluster_kwargs``;
-      it is closed when the runner stops. Default: a ``distributed.LocalCluster`` of worker
-      processes on 127.0.0.1, one thread each, as many as CPUs (at most 4), its dashboard on a
-      free loopback port.
+      it is closed when the runner stops. Default:
+      :class:`~conveyor_dask.cluster.LocalProcessCluster`, a ``distributed.LocalCluster`` whose
+      scheduler runs in its own process, with worker processes on 127.0.0.1, one thread each,
+      as many as CPUs (at most 4), its dashboard on a free loopback port.
     - ``adapt_kwargs``: call ``cluster.adapt(**adapt_kwargs)`` on a cluster the runner started.
     - ``client_kwargs``: extra keyword arguments for ``distributed.Client``.
     - ``connect_timeout``: seconds to reach the scheduler before
@@ -265,9 +268,9 @@ class DaskRunner(Runner):
     def _cluster_factory(self) -> Any:
         spec = self.cluster_class
         if spec is None:
-            from distributed import LocalCluster
+            from conveyor_dask.cluster import LocalProcessCluster
 
-            return LocalCluster
+            return LocalProcessCluster
         if isinstance(spec, type):
             return spec
         module, _, attr = spec.strip().replace(":", ".").rpartition(".")
@@ -325,6 +328,14 @@ class DaskRunner(Runner):
             )
 
     def on_stop(self) -> None:
+        try:
+            self._stop()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # a second Ctrl-C cut the stop short
+                self._abandon_cluster()
+            raise
+
+    def _stop(self) -> None:
         self._stopping = True
         fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
@@ -365,6 +376,23 @@ class DaskRunner(Runner):
             except Exception:  # pragma: no cover
                 logger.debug("Closing the Dask cluster failed.", exc_info=True)
             self._cluster = None
+
+    def _abandon_cluster(self) -> None:
+        """
+        Kill the processes of the cluster this runner started, at once, when an interrupt cut
+        its close short; and keep distributed's exit handler from waiting (up to 10 s) on the
+        close that was interrupted. What is left of the cluster in this process ends with it.
+        """
+        cluster, self._cluster = self._cluster, None
+        if cluster is None or not self._owns_cluster:
+            return
+        cluster.shutdown_on_close = False
+        pids = [getattr(w, "pid", None) for w in list(getattr(cluster, "workers", {}).values())]
+        pids.append(getattr(getattr(cluster, "scheduler", None), "pid", None))
+        for pid in pids:
+            if isinstance(pid, int) and pid != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _secede(self) -> None:
         from distributed import secede

@@ -48,6 +48,8 @@ POLL_MAX = 0.05
 POLL_WINDOW = 128
 # How long a worker death waits to be told apart from the loss of the whole cluster.
 DEATH_SETTLE = 1.0
+# A stopping runner waits for its cancelled tasks in slices this long, so signals get through.
+_STOP_SLICE = 0.1
 
 # How long fetching the outcome of a run that Ray reported finished may take.
 _FETCH_TIMEOUT = 30.0
@@ -337,12 +339,20 @@ class RayRunner(Runner):
             if handle.outcome is not None and not handle.cancel_requested:
                 handle.cancel_requested = True
                 self._cancel_ref(handle.outcome, force=False, name=attempt.name)
-        try:
-            _ready, pending = ray.wait(
-                refs, num_returns=len(refs), timeout=self.cancel_grace_seconds, fetch_local=False
-            )
-        except BaseException:
-            return
+        # Wait in short slices: a signal's handler runs only between them (ray.wait blocks in
+        # C++), so a second Ctrl-C during the grace period interrupts the stop at once.
+        deadline = time.monotonic() + self.cancel_grace_seconds
+        pending = refs
+        while pending and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                _ready, pending = ray.wait(
+                    pending,
+                    num_returns=len(pending),
+                    timeout=min(remaining, _STOP_SLICE),
+                    fetch_local=False,
+                )
+            except Exception:  # the cluster went away meanwhile: nothing left to cancel
+                return
         for ref in pending:
             self._cancel_ref(ref, force=True, name="a stopped run")
 

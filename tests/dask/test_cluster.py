@@ -1,0 +1,145 @@
+"""
+The runner's default cluster, ``LocalProcessCluster``: a LocalCluster whose scheduler runs in a
+process of its own. Its scheduler is out of the driver, gets the driver's Dask configuration,
+survives a Ctrl-C to the process group, ends with the cluster or with the driver, and a scheduler
+that cannot start is a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytest.importorskip("conveyor_dask")
+
+from conveyor import BackendUnavailable, flow, task
+from conveyor_dask import DaskRunner
+from tests.helpers import wait_until
+from tests.staying_power_helpers import alive
+
+
+def _scheduler_pid(client: Any) -> int:
+    return int(client.run_on_scheduler(lambda dask_scheduler: os.getpid()))
+
+
+def test_the_scheduler_runs_in_a_child_process(cluster: Any) -> None:
+    """The scheduler is a child process of the driver, with the driver's Dask configuration."""
+    import dask
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        pid = _scheduler_pid(client)
+        assert pid != os.getpid()
+        assert pid == cluster.scheduler.pid
+        assert psutil.Process(pid).ppid() == os.getpid()
+        # The fixture set allowed-failures=0 in this process's Dask config; the scheduler has it.
+        allowed = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+        assert allowed == 0 != dask.config.get("distributed.scheduler.allowed-failures")
+
+
+def test_a_ctrl_c_to_the_process_group_leaves_the_scheduler_running(cluster: Any) -> None:
+    """SIGINT (what a terminal's Ctrl-C sends every process of the group) does not stop it."""
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        pid = _scheduler_pid(client)
+        os.kill(pid, signal.SIGINT)
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        assert _scheduler_pid(client) == pid
+
+
+@task
+def where() -> int:
+    return os.getpid()
+
+
+def test_the_default_runner_starts_and_stops_it() -> None:
+    """DaskRunner() starts its scheduler in a child process and, stopping, leaves no process."""
+    runner = DaskRunner(cluster_kwargs={"n_workers": 1})
+    seen: dict[str, set[int]] = {}
+    before = {c.pid for c in psutil.Process().children()}  # the module's cluster, if started
+
+    @flow(runner=runner)
+    def probe() -> int:
+        seen["schedulers"] = _children_running("conveyor_dask.cluster") - before
+        seen["all"] = {c.pid for c in psutil.Process().children()} - before
+        return where.submit().result()
+
+    worker_pid = probe()
+    assert len(seen["schedulers"]) == 1, seen
+    assert worker_pid in seen["all"] - seen["schedulers"]  # the task ran in a worker process
+    assert wait_until(lambda: not alive(seen["all"]), limit=15), alive(seen["all"])
+
+
+def _children_running(text: str) -> set[int]:
+    found = set()
+    for child in psutil.Process().children():
+        try:
+            if text in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _resource_tracker() -> int | None:
+    """The helper process multiprocessing starts once per program (it outlives any cluster)."""
+    return next(iter(_children_running("multiprocessing.resource_tracker")), None)
+
+
+def test_a_scheduler_that_cannot_start_is_a_clear_error() -> None:
+    """A bad scheduler option: BackendUnavailable naming the cluster, and no process left."""
+    before = {c.pid for c in psutil.Process().children()}
+    runner = DaskRunner(cluster_kwargs={"n_workers": 1, "scheduler_kwargs": {"no_such": 1}})
+
+    @flow(runner=runner)
+    def never() -> None:
+        raise AssertionError("the flow body ran without a cluster")
+
+    with pytest.raises(BackendUnavailable, match="could not start LocalProcessCluster") as info:
+        never()
+    assert "scheduler process exited with code 1" in str(info.value)
+    assert wait_until(lambda: not alive({c.pid for c in psutil.Process().children()} - before))
+
+
+DRIVER = """
+import json, os, sys, psutil
+from conveyor_dask.cluster import LocalProcessCluster
+
+if __name__ == "__main__":
+    cluster = LocalProcessCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    pids = [c.pid for c in psutil.Process().children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())]
+    print(json.dumps({"scheduler": cluster.scheduler.pid, "all": pids}), flush=True)
+    sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_the_scheduler_ends_when_the_driver_dies(tmp_path: Path) -> None:
+    """SIGKILL to the driver (no cleanup runs): its scheduler and worker processes end too."""
+    (tmp_path / "driver.py").write_text(DRIVER)
+    with subprocess.Popen(
+        [sys.executable, "driver.py"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line, "the driver printed nothing"
+            pids = json.loads(line)
+            assert pids["scheduler"] in pids["all"] and len(pids["all"]) >= 2, pids
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert wait_until(lambda: not alive(set(pids["all"])), limit=15), alive(set(pids["all"]))
