@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from conveyor import hookimpl
@@ -20,6 +22,37 @@ def wait_until(predicate: Callable[[], object], limit: float = BOUND) -> bool:
             return True
         time.sleep(0.01)
     return bool(predicate())
+
+
+# The per-run budget of a finished run whose future is kept (the core issue's).
+RUN_BUDGET_BYTES = 2048
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+@contextmanager
+def peak_rss_growth() -> Iterator[list[int]]:
+    """
+    Measure how far this process's peak RSS rose above its RSS at the start of the block, in
+    bytes (yielded as a one-item list, filled in on exit). Linux only: it resets the kernel's
+    high-water mark (``/proc/self/clear_refs``) and reads it back (``VmHWM``).
+    """
+    if not sys.platform.startswith("linux"):
+        import pytest
+
+        pytest.skip("peak RSS is measured through /proc (Linux)")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    start = _status_kib("VmRSS")
+    growth = [0]
+    yield growth
+    growth[0] = (_status_kib("VmHWM") - start) * 1024
 
 
 class StateRecorder:

@@ -17,7 +17,7 @@ import pytest
 
 from conveyor import Runner, flow, task
 from conveyor.runners import ConcurrentRunner, SequentialRunner
-from tests.helpers import wait_until
+from tests.helpers import RUN_BUDGET_BYTES, peak_rss_growth, wait_until
 from tests.staying_power_helpers import LONG_FLOW, check_program_interrupt
 
 STUBBORN_RUNNER_FLOW = """
@@ -211,7 +211,10 @@ class TestThreadLimits:
 
 class TestScale:
     def test_map_100k_on_concurrent(self) -> None:
-        """.map over 100,000 items on concurrent: every run final and every result right."""
+        """
+        .map over 100,000 items on concurrent: every run final and every result right, and the
+        driver's peak memory grows by less than 2 KB per run.
+        """
 
         @task
         def inc(x: int) -> int:
@@ -221,7 +224,10 @@ class TestScale:
         def big() -> int:
             return sum(f.result() for f in inc.map(range(100_000)))
 
-        assert big() == sum(range(1, 100_001))
+        with peak_rss_growth() as growth:
+            assert big() == sum(range(1, 100_001))
+        # Every future is kept until the sum is done: the driver's peak stays within budget.
+        assert growth[0] / 100_000 < RUN_BUDGET_BYTES, f"{growth[0] / 100_000:.0f} B per run"
 
     def test_lazy_map_keeps_a_bounded_window(self) -> None:
         """A map over a generator never has more than map_window runs submitted ahead."""
