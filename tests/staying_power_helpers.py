@@ -17,8 +17,9 @@ from typing import Any
 
 import psutil
 
-from conveyor import task
-from tests.helpers import wait_until
+import conveyor
+from conveyor import flow, task
+from tests.helpers import RUN_BUDGET_BYTES, peak_rss_growth, wait_until
 
 LONG_FLOW = """
 import pathlib, time
@@ -421,6 +422,23 @@ def payload(i: int) -> bytes:
 @task
 def inc(i: int) -> int:
     return i + 1
+
+
+def check_map_scale(runner: Any, n: int = 20_000) -> None:
+    """
+    A .map of ``inc`` over ``n`` items on ``runner``, results gathered: every result right, and
+    the driver's peak RSS grows by less than the per-run budget (after a first, smaller map
+    paid the one-time costs: imports, the backend's buffers).
+    """
+
+    @flow(runner=runner)
+    def big(items: int) -> int:
+        return sum(conveyor.gather(inc.map(range(items))))
+
+    big(1000)
+    with peak_rss_growth() as growth:
+        assert big(n) == sum(range(1, n + 1))
+    assert growth[0] / n < RUN_BUDGET_BYTES, f"{growth[0] / n:.0f} B per run"
 
 
 def alive(pids: set[int]) -> list[int]:

@@ -13,13 +13,12 @@ pytest.importorskip("conveyor_dask")
 import conveyor
 from conveyor import flow
 from conveyor_dask import DaskRunner
-from tests.helpers import RUN_BUDGET_BYTES, peak_rss_growth
 from tests.staying_power_helpers import (
+    check_map_scale,
     check_program_interrupt,
     check_program_second_interrupt,
     check_second_interrupt_stops_everything,
     check_signal_stops_everything,
-    inc,
     payload,
     soak,
 )
@@ -61,15 +60,7 @@ def test_map_20k(cluster: Any) -> None:
     A .map over 20,000 items on Dask: every run final, every result right, and the driver's
     peak memory grows by less than 2 KB per run.
     """
-
-    @flow(runner=DaskRunner(address=cluster.scheduler_address))
-    def big(n: int = 20_000) -> int:
-        return sum(conveyor.gather(inc.map(range(n))))
-
-    big(1000)  # first-time costs (imports, the backend's buffers) are not per run
-    with peak_rss_growth() as growth:
-        assert big() == sum(range(1, 20_001))
-    assert growth[0] / 20_000 < RUN_BUDGET_BYTES, f"{growth[0] / 20_000:.0f} B per run"
+    check_map_scale(DaskRunner(address=cluster.scheduler_address))
 
 
 def test_soak_50_flows_by_address(cluster: Any) -> None:
