@@ -143,3 +143,73 @@ def test_the_scheduler_ends_when_the_driver_dies(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(timeout=30)
     assert wait_until(lambda: not alive(set(pids["all"])), limit=15), alive(set(pids["all"]))
+
+
+def _small_cluster(**kwargs: Any) -> Any:
+    from conveyor_dask.cluster import LocalProcessCluster
+
+    options = {"n_workers": 1, "threads_per_worker": 1, "host": "127.0.0.1"}
+    options["dashboard_address"] = None
+    return LocalProcessCluster(**{**options, **kwargs})
+
+
+def test_closing_the_cluster_ends_the_scheduler_cleanly() -> None:
+    """A normal close: the scheduler process exits 0 (no crash of its interpreter on the way)."""
+    cluster = _small_cluster()
+    process = cluster.scheduler
+    assert process.alive
+    cluster.close(timeout=30)
+    assert process.returncode == 0
+    assert not process.alive
+
+
+def test_threaded_workers_reach_the_scheduler_process() -> None:
+    """processes=False: workers are threads here, the scheduler still a process (over TCP)."""
+    from distributed import Client
+
+    cluster = _small_cluster(processes=False)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+            assert _scheduler_pid(client) == cluster.scheduler.pid != os.getpid()
+    finally:
+        cluster.close(timeout=30)
+
+
+def test_config_that_does_not_pickle_stays_behind() -> None:
+    """
+    A thread pool set in the Dask config cannot travel: the scheduler starts without it.
+    (Threaded workers: a nanny would refuse that config for its worker processes, as it does
+    with LocalCluster.)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+
+    with ThreadPoolExecutor(1) as pool, dask.config.set(pool=pool, **{"conveyor-test": 7}):
+        cluster = _small_cluster(processes=False)
+    try:
+        from distributed import Client
+
+        with Client(cluster, set_as_default=False) as client:
+            seen = client.run_on_scheduler(
+                lambda dask_scheduler: (
+                    dask.config.get("conveyor-test"),
+                    dask.config.get("pool", None),
+                )
+            )
+        assert seen == (7, None)
+    finally:
+        cluster.close(timeout=30)
+
+
+def test_a_scheduler_that_died_does_not_hold_up_the_close() -> None:
+    """Its scheduler process killed, the cluster still closes, and its workers end."""
+    cluster = _small_cluster()
+    pid = cluster.scheduler.pid
+    workers = {w.pid for w in cluster.workers.values()}
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not cluster.scheduler.alive, limit=15)
+    assert cluster.scheduler.pid is None  # never a PID that may belong to another process now
+    cluster.close(timeout=30)
+    assert wait_until(lambda: not alive(workers), limit=15), alive(workers)

@@ -8,10 +8,13 @@ competed with the flow for its interpreter lock. Everything else (the nannies an
 processes, ``n_workers``, ``threads_per_worker``, ``resources``, ``memory_limit``, the dashboard,
 ``scheduler_kwargs``) is as ``LocalCluster`` has it.
 
-The scheduler process gets the driver's ``sys.path`` and Dask configuration. It ignores SIGINT
-(the driver decides when it stops: a Ctrl-C in a terminal reaches the whole process group) and
-ends when the cluster closes or when the driver dies: it watches a pipe from the driver and
-exits when that pipe closes.
+The scheduler process gets the driver's ``sys.path`` and Dask configuration (the parts of it
+that pickle); the scheduler's options travel to it with cloudpickle. It ignores SIGINT (the
+driver decides when it stops: a Ctrl-C in a terminal reaches the whole process group) and ends
+when the cluster closes or when the driver dies: it watches a pipe from the driver and exits
+when that pipe closes. With ``processes=False`` the workers are threads of the driver and talk
+to the scheduler over TCP on loopback; an explicit ``protocol="inproc://"`` keeps the scheduler
+in the driver, as ``LocalCluster`` has it.
 
 Importing this module imports ``distributed``.
 """
@@ -20,19 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
-import pickle
 import signal
 import sys
-import threading
 from typing import Any
 
+import cloudpickle
 import dask.config
 from distributed import LocalCluster, Scheduler
-from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 __all__ = ["LocalProcessCluster"]
@@ -68,14 +68,36 @@ class SchedulerProcess(ProcessInterface):
         self.options = options
         self.log_level = log_level
         self.process: asyncio.subprocess.Process | None = None
+        self.returncode: int | None = None
 
     @property
     def pid(self) -> int | None:
-        """The scheduler process's PID while it runs."""
-        return self.process.pid if self.process is not None else None
+        """The scheduler process's PID while it runs (None once it exited and was reaped)."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return None
+        return process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None
 
     async def start(self) -> None:
-        spec = {"options": self.options, "config": dask.config.config, "level": self.log_level}
+        try:
+            blob = cloudpickle.dumps(
+                {
+                    "options": self.options,
+                    "config": _picklable(dask.config.config),
+                    "level": self.log_level,
+                }
+            )
+        except Exception as exc:
+            msg = (
+                "the scheduler options cannot be pickled for the scheduler process "
+                f"({type(exc).__name__}: {exc}); pass picklable `scheduler_kwargs`, or use "
+                "cluster_class='distributed.LocalCluster' to keep the scheduler in this process"
+            )
+            raise RuntimeError(msg) from exc
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -85,7 +107,7 @@ class SchedulerProcess(ProcessInterface):
             stdout=asyncio.subprocess.PIPE,
         )
         try:
-            address = await asyncio.wait_for(self._handshake(spec), START_LIMIT)
+            address = await asyncio.wait_for(self._handshake(blob), START_LIMIT)
         except asyncio.TimeoutError:
             await self._kill()
             msg = f"the Dask scheduler process did not start within {START_LIMIT:.0f} s"
@@ -94,22 +116,22 @@ class SchedulerProcess(ProcessInterface):
             await self._kill()
             raise
         if address is None:
-            code = await self.process.wait()
+            self.returncode = await self.process.wait()
             self.process = None
             msg = (
-                f"the Dask scheduler process exited with code {code} before it started; "
-                "its error is in the output above"
+                f"the Dask scheduler process exited with code {self.returncode} before it "
+                "started; its error is in the output above"
             )
             raise RuntimeError(msg)
         self.address = address
         logger.debug("Dask scheduler process %d at %s", self.process.pid, self.address)
         await super().start()  # type: ignore[no-untyped-call]
 
-    async def _handshake(self, spec: dict[str, Any]) -> str | None:
+    async def _handshake(self, blob: bytes) -> str | None:
         """Send the spec; return the address the scheduler reports, or None if it exited."""
         assert self.process is not None
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(base64.b64encode(pickle.dumps(spec)) + b"\n")
+        self.process.stdin.write(base64.b64encode(blob) + b"\n")
         try:
             await self.process.stdin.drain()
         except OSError:  # it exited before reading the spec
@@ -122,22 +144,26 @@ class SchedulerProcess(ProcessInterface):
     async def close(self) -> None:
         """Close the pipe the scheduler watches, wait for it to exit, kill it if it does not."""
         process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_LIMIT)
-            except asyncio.TimeoutError:
-                logger.warning("Dask scheduler process %d did not stop; killing it", process.pid)
-                process.kill()
-                await process.wait()
+        if process is not None:
+            if process.returncode is None:
+                assert process.stdin is not None
+                process.stdin.close()
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_LIMIT)
+                except asyncio.TimeoutError:
+                    logger.warning(
+                        "Dask scheduler process %d did not stop; killing it", process.pid
+                    )
+                    process.kill()
+            self.returncode = await process.wait()
         await super().close()  # type: ignore[no-untyped-call]
 
     async def _kill(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
+        if process is not None:
+            if process.returncode is None:
+                process.kill()
+            self.returncode = await process.wait()
 
 
 class LocalProcessCluster(LocalCluster):
@@ -150,6 +176,9 @@ class LocalProcessCluster(LocalCluster):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._silence_logs = kwargs.get("silence_logs", logging.WARN)
+        if kwargs.get("processes") is False and not kwargs.get("protocol"):
+            # LocalCluster would pick inproc://, which cannot reach another process.
+            kwargs["protocol"] = "tcp://"
         try:
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         except BaseException:
@@ -160,14 +189,55 @@ class LocalProcessCluster(LocalCluster):
             raise
 
     async def _start(self) -> None:
-        if self.scheduler is None and self.scheduler_spec is not None:
-            options = dict(self.scheduler_spec.get("options", {}))
-            try:
-                self.scheduler = await SchedulerProcess(options, _log_level(self._silence_logs))
-            except Exception as exc:
-                self.status = Status.closed  # nothing was started: SchedulerProcess cleaned up
-                raise RuntimeError(f"Cluster failed to start: {exc}") from exc
+        spec = self.scheduler_spec
+        if self.scheduler is None and spec is not None and spec.get("cls") is Scheduler:
+            options = dict(spec.get("options", {}))
+            if not str(options.get("protocol") or "").startswith("inproc"):
+                # SpecCluster starts it, and on failure closes what it started and says so.
+                self.scheduler_spec = {
+                    "cls": SchedulerProcess,
+                    "options": {"options": options, "log_level": _log_level(self._silence_logs)},
+                }
         await super()._start()  # type: ignore[no-untyped-call]
+
+    async def _close(self) -> None:
+        scheduler = self.scheduler
+        if isinstance(scheduler, SchedulerProcess) and scheduler.process and not scheduler.alive:
+            # The scheduler process died: nothing can retire the workers through it, and a
+            # connection to it would only time out. Close the nannies here.
+            logger.warning("The Dask scheduler process exited on its own; closing the workers.")
+            workers = list(self.workers.values())
+            self.workers.clear()
+            self.worker_spec.clear()
+            await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+            comm, self.scheduler_comm = self.scheduler_comm, None
+            if comm is not None:
+                await comm.close_rpc()
+        await super()._close()  # type: ignore[no-untyped-call]
+
+
+def _picklable(config: Any) -> Any:
+    """``config`` without the values that do not pickle (a thread pool set as ``pool``…)."""
+    try:
+        cloudpickle.dumps(config)
+        return config
+    except Exception:
+        pass
+    if isinstance(config, dict):
+        kept = {}
+        for key, value in config.items():
+            value = _picklable(value)
+            if value is not _DROP:
+                kept[key] = value
+        return kept
+    return _DROP
+
+
+class _Drop:
+    pass
+
+
+_DROP = _Drop()
 
 
 def _log_level(silence_logs: Any) -> int:
@@ -178,10 +248,18 @@ def _log_level(silence_logs: Any) -> int:
     return int(silence_logs)
 
 
+def _read_line(fd: int) -> bytes:
+    """One line from ``fd``, read unbuffered (nothing past it is consumed)."""
+    chunks = []
+    while (byte := os.read(fd, 1)) and byte != b"\n":
+        chunks.append(byte)
+    return b"".join(chunks)
+
+
 def _serve() -> None:
     """The scheduler process: read the spec from stdin, serve until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    spec = pickle.loads(base64.b64decode(sys.stdin.buffer.readline()))
+    spec = cloudpickle.loads(base64.b64decode(_read_line(0)))
     dask.config.update(dask.config.config, spec["config"], priority="new")
     logging.getLogger("distributed").setLevel(spec["level"])
     asyncio.run(_run_scheduler(spec["options"]))
@@ -191,16 +269,16 @@ async def _run_scheduler(options: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     parent_gone = asyncio.Event()
 
-    def watch_parent() -> None:
-        sys.stdin.buffer.read()  # returns at EOF: the cluster closed it, or the driver died
-        with contextlib.suppress(RuntimeError):  # the loop has ended: the scheduler was closed
-            loop.call_soon_threadsafe(parent_gone.set)
+    def on_stdin() -> None:
+        if not os.read(0, 4096):  # EOF: the cluster closed the pipe, or the driver died
+            loop.remove_reader(0)
+            parent_gone.set()
 
     async with Scheduler(**options) as scheduler:
         sys.stdout.write(json.dumps({"address": scheduler.address}) + "\n")
         sys.stdout.flush()
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nobody reads the pipe from here on
-        threading.Thread(target=watch_parent, name="conveyor-parent-watch", daemon=True).start()
+        loop.add_reader(0, on_stdin)
         finished = asyncio.ensure_future(scheduler.finished())
         gone = asyncio.ensure_future(parent_gone.wait())
         await asyncio.wait([finished, gone], return_when=asyncio.FIRST_COMPLETED)

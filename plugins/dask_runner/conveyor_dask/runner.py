@@ -381,14 +381,26 @@ class DaskRunner(Runner):
         """
         Kill the processes of the cluster this runner started, at once, when an interrupt cut
         its close short; and keep distributed's exit handler from waiting (up to 10 s) on the
-        close that was interrupted. What is left of the cluster in this process ends with it.
+        close that was interrupted. That close goes on in the cluster's own thread, now quickly
+        (no worker is restarted); in a program that is exiting, it ends with the program.
         """
+        from distributed import LocalCluster
+
+        from conveyor_dask.cluster import SchedulerProcess
+
         cluster, self._cluster = self._cluster, None
         if cluster is None or not self._owns_cluster:
             return
         cluster.shutdown_on_close = False
-        pids = [getattr(w, "pid", None) for w in list(getattr(cluster, "workers", {}).values())]
-        pids.append(getattr(getattr(cluster, "scheduler", None), "pid", None))
+        if not isinstance(cluster, LocalCluster):
+            return  # its processes are not known to be this machine's
+        pids = []
+        for nanny in list(cluster.workers.values()):
+            if hasattr(nanny, "auto_restart"):
+                nanny.auto_restart = False  # the close going on in the background ends it
+            pids.append(getattr(nanny, "pid", None))
+        if isinstance(cluster.scheduler, SchedulerProcess):
+            pids.append(cluster.scheduler.pid)
         for pid in pids:
             if isinstance(pid, int) and pid != os.getpid():
                 with contextlib.suppress(OSError):

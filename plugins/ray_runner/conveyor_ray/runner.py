@@ -306,28 +306,42 @@ class RayRunner(Runner):
         session, self._session = self._session, None
         q, self._queue = self._queue, None
         dispatcher, self._dispatcher = self._dispatcher, None
-        if q is not None:
-            q.put(_STOP)
-        if dispatcher is not None:
-            dispatcher.join(10.0)
-        deferred, self._deferred = self._deferred, []
-        for _due, attempt, fault, exc in deferred:
-            attempt.crash(fault.message, reason=fault.reason, exc=exc)
+        left: list[tuple[Attempt, _Handle]] = []
+        try:
+            if q is not None:
+                q.put(_STOP)
+            if dispatcher is not None:
+                dispatcher.join(10.0)
+            deferred, self._deferred = self._deferred, []
+            for _due, attempt, fault, exc in deferred:
+                attempt.crash(fault.message, reason=fault.reason, exc=exc)
+            left = self._take_inflight()
+            self._stop_leftovers(left)
+        except BaseException:
+            # A second Ctrl-C cut the stop short: kill what is left, without waiting for it.
+            left += self._take_inflight()
+            for _attempt, handle in left:
+                if handle.outcome is not None:
+                    self._cancel_ref(handle.outcome, force=True, name="a stopped run")
+            raise
+        finally:
+            for attempt, _handle in left:
+                if not attempt.finished:
+                    attempt.crash(
+                        f"Runner 'ray' stopped while {attempt.name!r} was in flight; its Ray "
+                        "task was cancelled.",
+                        reason="runner-stopped",
+                    )
+            if session is not None:
+                _connection.release(session)  # shuts down a Ray this runner started
+
+    def _take_inflight(self) -> list[tuple[Attempt, _Handle]]:
         with self._lock:
             left = list(self._inflight.items())
             self._inflight.clear()
             self._polled.clear()
             self._forcing.clear()
-        self._stop_leftovers(left)
-        for attempt, _handle in left:
-            if not attempt.finished:
-                attempt.crash(
-                    f"Runner 'ray' stopped while {attempt.name!r} was in flight; its Ray task "
-                    "was cancelled.",
-                    reason="runner-stopped",
-                )
-        if session is not None:
-            _connection.release(session)
+        return left
 
     def _stop_leftovers(self, left: list[tuple[Attempt, _Handle]]) -> None:
         """Cancel what is still in flight; kill what does not stop within the grace period."""
