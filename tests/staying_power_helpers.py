@@ -305,6 +305,19 @@ def check_signal_stops_everything(tmp_path: Path, runner: str, sig: int, code: i
         run.close()
 
 
+def _interrupt_twice(run: Watched, tmp_path: Path, runner: str) -> float:
+    """
+    SIGINT to ``run`` once a task started; a second SIGINT once it printed SHUTDOWN_MARK (its
+    runs are final and the runner is stopping). Returns the seconds it took to exit after that.
+    """
+    signal_once_started(run, tmp_path)
+    assert run.seen, f"the {runner} runner started no processes?"
+    assert run.wait_for(lambda: run.printed(SHUTDOWN_MARK), limit=15), run.stdout() + run.stderr()
+    assert run.proc.poll() is None, "it exited before the second interrupt"
+    run.proc.send_signal(signal.SIGINT)
+    return run.finish(limit=15)
+
+
 def check_second_interrupt_stops_everything(tmp_path: Path, runner: str) -> None:
     """
     `conveyor run` on ``runner`` gets SIGINT mid-flow, and a second SIGINT once its shutdown
@@ -313,16 +326,9 @@ def check_second_interrupt_stops_everything(tmp_path: Path, runner: str) -> None
     """
     run = start_conveyor_run(tmp_path, runner, SHUTDOWN_MARKED_FLOW)
     try:
-        signal_once_started(run, tmp_path)
         first = time.monotonic()
-        assert run.seen, f"the {runner} runner started no processes?"
-        assert run.wait_for(lambda: run.printed(SHUTDOWN_MARK), limit=15), (
-            run.stdout() + run.stderr()
-        )
-        assert run.proc.poll() is None, "it exited before the second interrupt"
-        second = time.monotonic()
-        run.proc.send_signal(signal.SIGINT)
-        took = run.finish(limit=15)
+        took = _interrupt_twice(run, tmp_path, runner)
+        second = time.monotonic() - took
         out, err = run.stdout(), run.stderr()
         # Proof that the second signal cut the shutdown short: it says so, it did not get as
         # far as the summary, and it took far less than the shutdown it interrupted.
@@ -347,14 +353,7 @@ def check_program_second_interrupt(tmp_path: Path, runner: str) -> None:
     (tmp_path / "prog.py").write_text(SHUTDOWN_MARKED_PROGRAM)
     run = Watched([sys.executable, "prog.py"], tmp_path, backend_env(runner))
     try:
-        signal_once_started(run, tmp_path)
-        assert run.seen, f"the {runner} runner started no processes?"
-        assert run.wait_for(lambda: run.printed(SHUTDOWN_MARK), limit=15), (
-            run.stdout() + run.stderr()
-        )
-        assert run.proc.poll() is None, "it exited before the second interrupt"
-        run.proc.send_signal(signal.SIGINT)
-        took = run.finish(limit=15)
+        took = _interrupt_twice(run, tmp_path, runner)
         err = run.stderr()
         # Python dies of SIGINT. (Were a local Ray still up at exit, Ray's exit handler would make
         # that status 1: the runner shuts down the Ray it started before the interrupt goes on.)

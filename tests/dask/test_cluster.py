@@ -90,11 +90,6 @@ def _children_running(text: str) -> set[int]:
     return found
 
 
-def _resource_tracker() -> int | None:
-    """The helper process multiprocessing starts once per program (it outlives any cluster)."""
-    return next(iter(_children_running("multiprocessing.resource_tracker")), None)
-
-
 def test_a_scheduler_that_cannot_start_is_a_clear_error() -> None:
     """A bad scheduler option: BackendUnavailable naming the cluster, and no process left."""
     before = {c.pid for c in psutil.Process().children()}

@@ -83,14 +83,12 @@ class SchedulerProcess(ProcessInterface):
         return self.pid is not None
 
     async def start(self) -> None:
+        spec = {"options": self.options, "config": dask.config.config, "level": self.log_level}
         try:
-            blob = cloudpickle.dumps(
-                {
-                    "options": self.options,
-                    "config": _picklable(dask.config.config),
-                    "level": self.log_level,
-                }
-            )
+            try:
+                blob = cloudpickle.dumps(spec)
+            except Exception:  # most likely a config value: leave those behind, try again
+                blob = cloudpickle.dumps({**spec, "config": _picklable(dask.config.config)})
         except Exception as exc:
             msg = (
                 "the scheduler options cannot be pickled for the scheduler process "
@@ -233,11 +231,7 @@ def _picklable(config: Any) -> Any:
     return _DROP
 
 
-class _Drop:
-    pass
-
-
-_DROP = _Drop()
+_DROP = object()  # what _picklable returns for a value that does not pickle
 
 
 def _log_level(silence_logs: Any) -> int:

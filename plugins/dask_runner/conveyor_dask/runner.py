@@ -548,7 +548,7 @@ class DaskRunner(Runner):
         except Exception:
             logger.debug("Could not read the start events of %s.", key, exc_info=True)
             return False
-        return any(msg[0] == key for _when, msg in reversed(events))
+        return any(msg[0] == key for _when, msg in events)
 
     def _on_done(
         self,
