@@ -226,3 +226,28 @@ class TestResultsAfterwards:
             state.result()
         assert info.value.reason == "backend-lost"
         assert os.getpid()
+
+
+class TestRunnerFaults:
+    def test_a_report_that_raises_crashes_the_run(
+        self, runner: RayRunner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug while reporting an outcome crashes that run; it is never left in flight."""
+        import conveyor_ray.runner as module
+
+        def broken(*_args: Any) -> None:
+            raise RuntimeError("report exploded")
+
+        monkeypatch.setattr(module, "report_outcome", broken)
+
+        @flow(runner=runner)
+        def both() -> list[State[Any]]:
+            futures = [rt.add.submit(i, 1) for i in range(13)]  # watched, then polled
+            return [f.wait(BOUND) for f in futures]  # type: ignore[misc]
+
+        states = both()
+        assert len(states) == 13
+        for state in states:
+            assert state.type is StateType.CRASHED
+            assert state.reason == "backend-error"
+            assert "report exploded" in state.message

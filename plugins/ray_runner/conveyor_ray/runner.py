@@ -4,13 +4,13 @@ The ``ray`` runner: conveyor task runs as Ray tasks, on a local Ray or a remote 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,12 +39,22 @@ _PINNED = {"max_retries": 0, "retry_exceptions": False, "num_returns": 2}
 
 # How often the dispatcher checks that the cluster is still there while runs are in flight.
 HEALTH_INTERVAL = 1.0
-# Up to this many runs in flight are each watched by a Ray callback, which reports them at once
-# but costs the driver about 0.1 ms of CPU per run. Runs beyond it are polled in batches with
-# ray.wait: every POLL_MIN seconds while they finish, backing off to POLL_MAX while none does.
-CALLBACK_LIMIT = 8
+# While at most WATCH_LIMIT runs are in flight, the dispatcher waits on them in Ray: ray.wait
+# returns as soon as one finishes, which reports a run about 0.2 ms sooner than a Ray callback
+# would (each link of a chain of runs pays that). It waits WATCH_MIN seconds at a time, doubling
+# up to WATCH_MAX while nothing finishes, so that it also sees its queue, and runs that other
+# threads submitted meanwhile.
+WATCH_LIMIT = 8
+WATCH_MIN = 0.005
+WATCH_MAX = 0.02
+# More runs in flight are polled in batches with ray.wait and one ray.get. A poll costs the
+# driver about 0.25 ms however many runs it reports, so while runs finish, the next poll comes
+# when about POLL_BATCH more should have finished at the last poll's rate (between POLL_MIN and
+# POLL_BUSY_MAX seconds); while none finishes, the wait doubles up to POLL_MAX.
 POLL_MIN = 0.005
+POLL_BUSY_MAX = 0.02
 POLL_MAX = 0.05
+POLL_BATCH = 32
 POLL_WINDOW = 128
 # How long a worker death waits to be told apart from the loss of the whole cluster.
 DEATH_SETTLE = 1.0
@@ -185,6 +195,40 @@ def _remote_function(ray: Any, session: _connection.Session) -> Any:
         return fn
 
 
+# The remote functions of each task function, by (session, log level, nullary, Ray options).
+# They outlive the runner: a flow starts a runner of its own, and each remote function made
+# anew is exported again, which costs the GCS and every worker that runs it some milliseconds.
+_direct_cache: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, bool, str], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _direct_function(
+    ray: Any,
+    session: _connection.Session,
+    fn: Any,
+    level: int,
+    nullary: bool,
+    options: Mapping[str, Any],
+) -> Any:
+    """The Ray remote function running ``fn`` directly, made once per session and options."""
+    spec = (session.generation, level, nullary, repr(sorted(options.items())))
+    with _remote_lock:
+        try:
+            made = _direct_cache.setdefault(fn, {})
+        except TypeError:  # not weak-referenceable: made for this runner only
+            made = {}
+        remote = made.get(spec)
+        if remote is None:
+            from conveyor_ray._worker import direct_entry
+
+            if any(other[0] != session.generation for other in made):
+                made.clear()  # made for a Ray session that has ended
+            entry = direct_entry(function_bytes(fn), level, nullary)
+            remote = made[spec] = ray.remote(**_PINNED, **options)(entry)
+        return remote
+
+
 @attrs.define(kw_only=True, eq=True)
 class RayRunner(Runner):
     """
@@ -236,9 +280,10 @@ class RayRunner(Runner):
         factory=dict, init=False, eq=False, repr=False
     )
     _variants: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
-    _direct: dict[tuple[Any, int, str], Any] = attrs.field(
+    _direct: dict[tuple[Any, int, str, bool], Any] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
+    _watched: dict[Any, Attempt] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _polled: dict[Any, Attempt] = attrs.field(factory=dict, init=False, eq=False, repr=False)
     _forcing: set[Attempt] = attrs.field(factory=set, init=False, eq=False, repr=False)
     _next_health: float = attrs.field(default=0.0, init=False, eq=False, repr=False)
@@ -283,6 +328,7 @@ class RayRunner(Runner):
         self._options = {"": defaults}
         self._variants = {}
         self._direct = {}
+        self._watched = {}
         self._polled = {}
         self._forcing = set()
         self._next_health = time.monotonic() + HEALTH_INTERVAL
@@ -339,6 +385,7 @@ class RayRunner(Runner):
         with self._lock:
             left = list(self._inflight.items())
             self._inflight.clear()
+            self._watched.clear()
             self._polled.clear()
             self._forcing.clear()
         return left
@@ -386,8 +433,8 @@ class RayRunner(Runner):
             return
         call = self._direct_call(attempt)
         if call is not None:
-            remote = self._direct_remote(attempt, key)
             args, kwargs = call
+            remote = self._direct_remote(attempt, key, not args and not kwargs)
         else:
             remote = self._packed_remote(key)
             packed = pack_or_crash(attempt, native=self._native)
@@ -415,12 +462,13 @@ class RayRunner(Runner):
         with self._lock:
             handle.outcome, handle.value = outcome_ref, value_ref
             inflight = self._inflight
-            wake = not inflight
+            wake = not inflight  # the dispatcher may be waiting on its queue alone
             inflight[attempt] = handle
             polled = self._polled
-            watched = len(inflight) - len(polled) <= CALLBACK_LIMIT
-            if not watched:
-                wake = not polled  # the dispatcher starts polling
+            if not polled and len(inflight) <= WATCH_LIMIT:
+                self._watched[outcome_ref] = attempt
+            else:
+                wake = wake or not polled  # the dispatcher starts polling
                 polled[outcome_ref] = attempt
             cancel = handle.cancel_requested
         q = self._queue
@@ -429,14 +477,6 @@ class RayRunner(Runner):
         if cancel:
             self._cancel_ref(outcome_ref, force=False, name=attempt.name)
             self._force_later(attempt, handle)
-        if watched:
-            outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
-
-    def _on_completed(self, attempt: Attempt, data: Any) -> None:
-        # Runs on a Ray thread: hand over, do the work on the dispatcher.
-        q = self._queue
-        if q is not None:
-            q.put((attempt, data))
 
     def _native(self, value: Any) -> Any:
         if isinstance(value, RayResult) and value.session is self._session:
@@ -513,16 +553,15 @@ class RayRunner(Runner):
     def _packed_remote(self, key: str) -> Any:
         return self._variants[key] if key else self._remote
 
-    def _direct_remote(self, attempt: Attempt, key: str) -> Any:
+    def _direct_remote(self, attempt: Attempt, key: str, nullary: bool) -> Any:
         """The remote function running the attempt's task function directly, made once."""
         level = logging.getLogger().getEffectiveLevel()
-        index = (attempt.fn, level, key)
+        index = (attempt.fn, level, key, nullary)
         remote = self._direct.get(index)
         if remote is None:
-            from conveyor_ray._worker import direct_entry
-
-            entry = direct_entry(function_bytes(attempt.fn), level)
-            remote = self._ray.remote(**_PINNED, **self._options[key])(entry)
+            session = self._session_or_fail()
+            options = self._options[key]
+            remote = _direct_function(self._ray, session, attempt.fn, level, nullary, options)
             self._direct[index] = remote
         return remote
 
@@ -584,44 +623,96 @@ class RayRunner(Runner):
     def _dispatch(self) -> None:
         q = self._queue
         assert q is not None
+        polling = False
         poll = POLL_MIN
+        last_poll = next_poll = 0.0
+        watch, watching = WATCH_MIN, 0
         while True:
             timeout = self._next_wakeup()
-            if self._polled:
-                timeout = poll if timeout is None else min(timeout, poll)
+            if polling:
+                wait = max(0.0, next_poll - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
+            with self._lock:
+                watched = list(self._watched)
+            if len(watched) != watching:  # runs came or went: wait in short steps again
+                watch, watching = WATCH_MIN, len(watched)
             items: list[Any] = []
+            step = watch if timeout is None else min(timeout, watch)
+            found = self._watch(watched, step) if watched else None
+            watch = WATCH_MIN if found else min(watch * 2, WATCH_MAX)
             try:
-                items.append(q.get(timeout=timeout))
+                if found is None:  # nothing to wait on in Ray, or Ray refused: the queue
+                    items.append(q.get(timeout=step if watched else timeout))
                 while True:
                     items.append(q.get_nowait())
             except queue.Empty:
                 pass
-            for item in items:
-                if item is _STOP:
-                    return
-                if item is not _WAKE:
-                    self._finish(*item)
-            if self._polled:
-                poll = POLL_MIN if self._harvest() else min(poll * 2, POLL_MAX)
+            if any(item is _STOP for item in items):
+                return
+            now = time.monotonic()
+            if not self._polled:
+                polling = False
+            elif not polling:  # more than WATCH_LIMIT runs are in flight: first poll soon
+                polling = True
+                poll = POLL_MIN
+                last_poll, next_poll = now, now + POLL_MIN
+            elif now >= next_poll:
+                done, full = self._harvest()
+                left = len(self._polled)
+                if full and left:  # the whole window had finished: more may have
+                    poll = 0.0
+                elif done:  # until about POLL_BATCH more (or all the rest) should be done
+                    poll = min(POLL_BATCH, max(left, 1)) * (now - last_poll) / done
+                    poll = min(max(poll, POLL_MIN), POLL_BUSY_MAX)
+                else:
+                    poll = min(max(poll, POLL_MIN) * 2, POLL_MAX)
+                last_poll, next_poll = now, now + poll
             if self._housekeeping_due():
                 self._housekeeping()
+
+    def _watch(self, refs: list[Any], step: float) -> bool | None:
+        """
+        Wait up to ``step`` seconds in Ray for one of the watched runs to finish, and report
+        every one that has; whether any had. None if Ray refused the wait (it is going away; the
+        health check reports it).
+        """
+        ray = self._ray
+        try:
+            ready, rest = ray.wait(refs, num_returns=1, timeout=step, fetch_local=False)
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)
+                ready += more
+        except BaseException:
+            return None
+        if ready:
+            self._report_ready(ready, self._watched)
+        return bool(ready)
 
     def _finish(self, attempt: Attempt, data: Any) -> None:
         with self._lock:
             handle = self._inflight.pop(attempt, None)
             if handle is None:  # already crashed as lost, or stopped
                 return
+            self._watched.pop(handle.outcome, None)
             self._polled.pop(handle.outcome, None)
             self._forcing.discard(attempt)
         try:
             self._report(attempt, handle, data)
-        except Exception:
+        except Exception as exc:  # a bug here must not leave the run in flight for ever
             logger.exception("conveyor-ray could not report %s.", attempt)
+            if not attempt.finished:
+                attempt.crash(
+                    f"conveyor-ray could not report the outcome of {attempt.name!r}: "
+                    f"{type(exc).__name__}: {exc}",
+                    reason="backend-error",
+                    exc=exc,
+                )
 
-    def _harvest(self) -> int:
+    def _harvest(self) -> tuple[int, bool]:
         """
         Report the polled runs that have finished, fetching their outcomes in one batch. The
         oldest POLL_WINDOW runs are asked first; all of them only when none of those finished.
+        Return how many were reported, and whether all that were asked had finished.
         """
         with self._lock:
             polled = self._polled
@@ -633,17 +724,21 @@ class RayRunner(Runner):
                 window = list(self._polled)
             ready = self._ready(window)
         if not ready:
-            return 0
+            return 0, False
+        self._report_ready(ready, self._polled)
+        return len(ready), len(ready) == len(window)
+
+    def _report_ready(self, ready: list[Any], table: dict[Any, Attempt]) -> None:
+        """Fetch the outcomes of the finished runs ``ready`` (keys of ``table``), and report them."""
         try:
             outcomes = self._ray.get(ready, timeout=_FETCH_TIMEOUT)
         except BaseException:  # one of them holds an error: fetch them one by one
             outcomes = [self._fetch_outcome(ref) for ref in ready]
         with self._lock:
-            attempts = [self._polled.get(ref) for ref in ready]
+            attempts = [table.get(ref) for ref in ready]
         for attempt, data in zip(attempts, outcomes, strict=True):
             if attempt is not None:
                 self._finish(attempt, data)
-        return len(ready)
 
     def _ready(self, refs: list[Any]) -> list[Any]:
         if not refs:
@@ -741,6 +836,7 @@ class RayRunner(Runner):
         with self._lock:
             victims = list(self._inflight)
             self._inflight.clear()
+            self._watched.clear()
             self._polled.clear()
             self._forcing.clear()
         for attempt in victims:
@@ -760,7 +856,7 @@ class RayRunner(Runner):
         if attempt.finished:
             return  # timed out or cancelled: the engine already decided
         if (
-            isinstance(data, tuple)
+            type(data) is list
             and len(data) == 3
             and (data[0] is None or isinstance(data[0], Outcome))
         ):
