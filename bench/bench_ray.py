@@ -5,7 +5,8 @@ conveyor's Ray runner against raw Ray, side by side on one Ray instance, in one 
 - a chain of 100 runs each passing a 10 MB NumPy array to the next vs the same chain of raw
   ObjectRefs (budget <= 1.25x, and the driver's peak RSS grows by < 50 MB).
 
-Run: ``python bench/bench_ray.py [--repeat N]``. Prints one JSON object; exits 1 over budget.
+Run: ``python bench/bench_ray.py [--repeat N]``: the medians of N rounds (7 by default; each side
+goes first in every other round). Prints one JSON object; exits 1 over budget.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def step(a: Any) -> Any:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     import ray
 
