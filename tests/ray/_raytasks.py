@@ -199,3 +199,10 @@ def nested_outer(k: int) -> int:
 def pair(x: int, y: int) -> list[int]:
     """A result too big to travel inline with the outcome: it stays in the object store."""
     return [x, y]
+
+
+@task
+def array_info(a: Any) -> tuple[float, bool]:
+    """The array's sum (its length for an array of objects), and whether it is writeable."""
+    total = float(len(a)) if a.dtype.hasobject else float(a.sum())
+    return total, bool(a.flags.writeable)

@@ -98,6 +98,26 @@ class TestNativeRefs:
 
         assert chain() == 6000.0
 
+    def test_numpy_argument_travels_as_a_ray_argument(self, runner: RayRunner) -> None:
+        """
+        An array of numbers goes to Ray as it is: stored once and handed to the worker without a
+        copy, so it arrives read-only (as Ray gives stored arrays). One of objects is packed.
+        """
+        np = pytest.importorskip("numpy")
+
+        @flow(runner=runner)
+        def arrays() -> list[tuple[float, bool]]:
+            big = np.arange(200_000, dtype=np.float64)  # 1.6 MB: Ray keeps it in its store
+            objects = np.array([1, "a", None], dtype=object)
+            futures = [rt.array_info.submit(big), rt.array_info.submit(a=objects)]
+            return [f.result(timeout=BOUND) for f in futures]
+
+        (total, writeable), (length, packed_writeable) = arrays()
+        assert total == float(np.arange(200_000, dtype=np.float64).sum())
+        assert writeable is False  # zero-copy from the object store
+        assert length == 3.0
+        assert packed_writeable is True  # unpickled by conveyor on the worker: a copy
+
 
 class TestLogs:
     def test_worker_logs_reach_the_driver_with_run_names(

@@ -166,6 +166,15 @@ def _describe_amounts(amounts: Mapping[str, float]) -> str:
 _OK = Outcome("ok")
 
 
+def _plain_array(kind: type, value: Any) -> bool:
+    """
+    Whether ``value`` is a NumPy array of plain numbers, which Ray carries itself: it always
+    pickles, and Ray stores a large one once and hands it to the worker without a copy
+    (read-only, as Ray gives every array it stores), where packing copied it six times.
+    """
+    return kind.__name__ == "ndarray" and kind.__module__ == "numpy" and not value.dtype.hasobject
+
+
 class _Handle:
     """The Ray side of one attempt: its two return refs, and what cancel asked for."""
 
@@ -492,7 +501,7 @@ class RayRunner(Runner):
         swapped = False
         for value in (*args, *kwargs.values()):
             kind = type(value)
-            if kind in PLAIN_TYPES:
+            if kind in PLAIN_TYPES or _plain_array(kind, value):
                 continue
             if kind is RayResult and value.session is self._session:
                 swapped = True
