@@ -232,22 +232,34 @@ class TestRunnerFaults:
     def test_a_report_that_raises_crashes_the_run(
         self, runner: RayRunner, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A bug while reporting an outcome crashes that run; it is never left in flight."""
+        """
+        A bug while reporting an outcome crashes that run; it is never left in flight. Covered
+        for runs reported by a Ray callback, by a poll (13 in flight at once: 0.5 s each) and
+        by the dispatcher's wait in Ray (a downstream run the dispatcher submitted).
+        """
         import conveyor_ray.runner as module
 
-        def broken(*_args: Any) -> None:
-            raise RuntimeError("report exploded")
+        real = module.report_outcome
+
+        def broken(attempt: Any, outcome: Any, value: Any) -> None:
+            if value in ("ok", 3):  # slow_ok's runs, and the downstream add(2, 1)
+                raise RuntimeError("report exploded")
+            real(attempt, outcome, value)
 
         monkeypatch.setattr(module, "report_outcome", broken)
 
         @flow(runner=runner)
-        def both() -> list[State[Any]]:
-            futures = [rt.add.submit(i, 1) for i in range(13)]  # watched, then polled
-            return [f.wait(BOUND) for f in futures]  # type: ignore[misc]
+        def both() -> tuple[list[State[Any]], State[Any], State[Any]]:
+            upstream = rt.add.submit(1, 1)
+            downstream = rt.add.submit(upstream, 1)
+            chain = upstream.wait(BOUND), downstream.wait(BOUND)
+            slow = rt.slow_ok.map([0.5] * 13)
+            return [f.wait(BOUND) for f in slow], *chain  # type: ignore[return-value,misc]
 
-        states = both()
-        assert len(states) == 13
-        for state in states:
+        slow, upstream, downstream = both()
+        assert upstream.type is StateType.COMPLETED
+        assert len(slow) == 13
+        for state in [*slow, downstream]:
             assert state.type is StateType.CRASHED
             assert state.reason == "backend-error"
             assert "report exploded" in state.message

@@ -4,6 +4,7 @@ The ``ray`` runner: conveyor task runs as Ray tasks, on a local Ray or a remote 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -39,11 +40,13 @@ _PINNED = {"max_retries": 0, "retry_exceptions": False, "num_returns": 2}
 
 # How often the dispatcher checks that the cluster is still there while runs are in flight.
 HEALTH_INTERVAL = 1.0
-# While at most WATCH_LIMIT runs are in flight, the dispatcher waits on them in Ray: ray.wait
-# returns as soon as one finishes, which reports a run about 0.2 ms sooner than a Ray callback
-# would (each link of a chain of runs pays that). It waits WATCH_MIN seconds at a time, doubling
-# up to WATCH_MAX while nothing finishes, so that it also sees its queue, and runs that other
-# threads submitted meanwhile.
+# While at most WATCH_LIMIT runs are in flight, each is reported as soon as it finishes. A run
+# submitted by the dispatcher itself (a downstream run whose upstream runs just finished: a
+# link of a chain) is waited on in Ray: ray.wait returns at once, about 0.2 ms sooner than a
+# Ray callback would, which every link pays. The dispatcher waits WATCH_MIN seconds at a time,
+# doubling up to WATCH_MAX while nothing finishes, so that it also sees its queue. A run that
+# another thread submits gets a Ray callback instead, which hands it to the dispatcher through
+# its queue at once (the dispatcher cannot be woken from a ray.wait).
 WATCH_LIMIT = 8
 WATCH_MIN = 0.005
 WATCH_MAX = 0.02
@@ -164,6 +167,16 @@ def _describe_amounts(amounts: Mapping[str, float]) -> str:
 
 
 _OK = Outcome("ok")
+
+
+def _crash_quietly(
+    attempt: Attempt, message: str, *, reason: str, exc: BaseException | None = None
+) -> None:
+    """Crash ``attempt``; if that raises, log it: the dispatcher must go on for the others."""
+    try:
+        attempt.crash(message, reason=reason, exc=exc)
+    except Exception:
+        logger.exception("conveyor-ray could not crash %s.", attempt)
 
 
 def _plain_array(kind: type, value: Any) -> bool:
@@ -429,6 +442,12 @@ class RayRunner(Runner):
     # -- submitting -------------------------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> None:
+        if self._session is None:  # stopping: a downstream run launched by the last reports
+            attempt.crash(
+                f"Runner 'ray' stopped before {attempt.name!r} could be submitted.",
+                reason="runner-stopped",
+            )
+            return
         lost = self._lost_reason()
         if lost is not None:
             attempt.crash(
@@ -474,11 +493,14 @@ class RayRunner(Runner):
             wake = not inflight  # the dispatcher may be waiting on its queue alone
             inflight[attempt] = handle
             polled = self._polled
-            if not polled and len(inflight) <= WATCH_LIMIT:
-                self._watched[outcome_ref] = attempt
-            else:
+            called = False
+            if polled or len(inflight) > WATCH_LIMIT:
                 wake = wake or not polled  # the dispatcher starts polling
                 polled[outcome_ref] = attempt
+            elif threading.current_thread() is self._dispatcher:
+                self._watched[outcome_ref] = attempt
+            else:
+                called = True
             cancel = handle.cancel_requested
         q = self._queue
         if wake and q is not None:
@@ -486,6 +508,14 @@ class RayRunner(Runner):
         if cancel:
             self._cancel_ref(outcome_ref, force=False, name=attempt.name)
             self._force_later(attempt, handle)
+        if called:
+            outcome_ref._on_completed(functools.partial(self._on_completed, attempt))
+
+    def _on_completed(self, attempt: Attempt, data: Any) -> None:
+        # Runs on a Ray thread: hand over, do the work on the dispatcher.
+        q = self._queue
+        if q is not None:
+            q.put((attempt, data))
 
     def _native(self, value: Any) -> Any:
         if isinstance(value, RayResult) and value.session is self._session:
@@ -656,8 +686,11 @@ class RayRunner(Runner):
                     items.append(q.get_nowait())
             except queue.Empty:
                 pass
-            if any(item is _STOP for item in items):
-                return
+            for item in items:
+                if item is _STOP:
+                    return
+                if type(item) is tuple:  # a Ray callback's run
+                    self._finish(*item)
             now = time.monotonic()
             if not self._polled:
                 polling = False
@@ -710,7 +743,8 @@ class RayRunner(Runner):
         except Exception as exc:  # a bug here must not leave the run in flight for ever
             logger.exception("conveyor-ray could not report %s.", attempt)
             if not attempt.finished:
-                attempt.crash(
+                _crash_quietly(
+                    attempt,
                     f"conveyor-ray could not report the outcome of {attempt.name!r}: "
                     f"{type(exc).__name__}: {exc}",
                     reason="backend-error",
@@ -816,9 +850,9 @@ class RayRunner(Runner):
         self._deferred = [d for d in self._deferred if d not in settled]
         for _due, attempt, fault, exc in settled:
             if lost is not None:
-                attempt.crash(f"{lost} ({fault.message})", reason="backend-lost", exc=exc)
+                _crash_quietly(attempt, f"{lost} ({fault.message})", reason="backend-lost", exc=exc)
             else:
-                attempt.crash(fault.message, reason=fault.reason, exc=exc)
+                _crash_quietly(attempt, fault.message, reason=fault.reason, exc=exc)
 
     def _lost_reason(self, check_gcs: bool = False) -> str | None:
         if self._lost is not None:
@@ -849,7 +883,8 @@ class RayRunner(Runner):
             self._polled.clear()
             self._forcing.clear()
         for attempt in victims:
-            attempt.crash(
+            _crash_quietly(
+                attempt,
                 f"The Ray cluster was lost while {attempt.name!r} was in flight: {why}.",
                 reason="backend-lost",
             )
