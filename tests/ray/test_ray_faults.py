@@ -14,7 +14,7 @@ pytest.importorskip("conveyor_ray")
 
 import _raytasks as rt
 
-from conveyor import CrashedRun, State, StateType, flow
+from conveyor import CrashedRun, State, StateType, flow, task
 from conveyor.testing._tasks import heartbeat
 from conveyor_ray import RayRunner
 
@@ -133,6 +133,24 @@ class TestSerialization:
         assert state.type is StateType.CRASHED and state.reason == "argument-serialization"
         assert "lock" in state.message
         assert rt.count(path) == 0
+
+    def test_unpicklable_task_function_crashes_without_raising(self, runner: RayRunner) -> None:
+        """A task function that does not pickle (it closes over a lock) crashes its run with the
+        type named; submit() does not raise."""
+        lock = threading.Lock()
+
+        @task
+        def holds_lock(x: int) -> int:
+            with lock:
+                return x
+
+        @flow(runner=runner)
+        def bad_function() -> State[Any]:
+            return holds_lock.submit(1).wait(BOUND)  # type: ignore[return-value]
+
+        state = bad_function()
+        assert state.type is StateType.CRASHED and state.reason == "argument-serialization"
+        assert "lock" in state.message
 
     def test_argument_that_fails_to_unpickle_on_the_worker(
         self, runner: RayRunner, tmp_path: Path

@@ -460,10 +460,14 @@ class RayRunner(Runner):
         if key is None:
             return
         call = self._direct_call(attempt)
+        remote = None
         if call is not None:
             args, kwargs = call
-            remote = self._direct_remote(attempt, key, not args and not kwargs)
-        else:
+            try:
+                remote = self._direct_remote(attempt, key, not args and not kwargs)
+            except Exception:  # the task function does not pickle: packing names the culprit
+                logger.debug("No direct call for %s.", attempt.name, exc_info=True)
+        if remote is None:
             remote = self._packed_remote(key)
             packed = pack_or_crash(attempt, native=self._native)
             if packed is None:
