@@ -251,3 +251,31 @@ class TestAsyncAndNested:
             return [fut.result() for fut in calls_flow.map([1, 2])]
 
         assert outer() == [2, 3]
+
+
+class TestSecondInterrupt:
+    def test_interrupt_before_the_stop_began_still_stops_the_runner(self) -> None:
+        """A second Ctrl-C landing just before the runner's stop began still stops the runner
+        (its cluster), then propagates."""
+        from conveyor.flows import _stop_quietly
+
+        @attrs.define(kw_only=True, eq=False)
+        class InterruptedOnce(SequentialRunner):
+            stops: int = attrs.field(default=0, init=False)
+            interrupted: bool = attrs.field(default=False, init=False)
+
+            def stop(self) -> None:
+                if not self.interrupted:
+                    self.interrupted = True
+                    raise KeyboardInterrupt  # as if it landed before stop() ran a line
+                super().stop()
+
+            def on_stop(self) -> None:
+                self.stops += 1
+                super().on_stop()
+
+        runner = InterruptedOnce().start()
+        with pytest.raises(KeyboardInterrupt):
+            _stop_quietly(runner, KeyboardInterrupt())
+        assert runner.stops == 1
+        assert not runner.started

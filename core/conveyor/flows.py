@@ -378,6 +378,12 @@ class Flow(Generic[P, R]):
 def _stop_quietly(runner: Runner, error: BaseException | None) -> None:
     try:
         runner.stop()
+    except KeyboardInterrupt:
+        # A second Ctrl-C. Landing inside the runner's stop, it is the runner's to handle; landing
+        # before that stop began, it would leave the runner (its cluster) running: stop it now.
+        if runner.started:
+            runner.stop()
+        raise
     except Exception:
         if error is None:
             raise
