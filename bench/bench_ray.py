@@ -102,12 +102,10 @@ def main() -> int:
     # Each side goes first in every other round: Ray's raylet and GCS go on digesting a batch
     # of tasks (their task events) for a while after it ends, which slows whatever runs next.
     for i in range(args.repeat):
-        for side in ("raw", "cv") if i % 2 == 0 else ("cv", "raw"):
-            if side == "raw":
-                results["raw_noop"].append(raw_noops())
-            else:
-                results["cv_noop"].append(conveyor_noops())
-        for side in ("raw", "cv") if i % 2 == 0 else ("cv", "raw"):
+        order = ("raw", "cv") if i % 2 == 0 else ("cv", "raw")
+        for side in order:
+            results[f"{side}_noop"].append(raw_noops() if side == "raw" else conveyor_noops())
+        for side in order:
             took, rss = raw_chain() if side == "raw" else conveyor_chain()
             results[f"{side}_chain"].append(took)
             results[f"{side}_rss"].append(rss)

@@ -880,13 +880,7 @@ class RayRunner(Runner):
         session = self._session
         if session is not None:
             _connection.mark_lost(session, why)
-        with self._lock:
-            victims = list(self._inflight)
-            self._inflight.clear()
-            self._watched.clear()
-            self._polled.clear()
-            self._forcing.clear()
-        for attempt in victims:
+        for attempt, _handle in self._take_inflight():
             _crash_quietly(
                 attempt,
                 f"The Ray cluster was lost while {attempt.name!r} was in flight: {why}.",
