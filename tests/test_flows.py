@@ -279,3 +279,35 @@ class TestSecondInterrupt:
             _stop_quietly(runner, KeyboardInterrupt())
         assert runner.stops == 1
         assert not runner.started
+
+    def test_interrupt_as_on_stop_is_entered_still_stops_the_runner(self) -> None:
+        """A Ctrl-C landing as the runner's on_stop is entered (before it ran a line) still
+        stops the runner, then propagates."""
+        import sys
+
+        @attrs.define(kw_only=True, eq=False)
+        class Counting(SequentialRunner):
+            stops: int = attrs.field(default=0, init=False)
+
+            def on_stop(self) -> None:
+                self.stops += 1
+                super().on_stop()
+
+        runner = Counting().start()
+        fired: list[bool] = []
+
+        def tracer(frame: Any, event: str, _arg: Any) -> Any:
+            if event == "call" and frame.f_code is Counting.on_stop.__code__ and not fired:
+                fired.append(True)
+                raise KeyboardInterrupt  # as a signal checked at the function's entry would
+            return None
+
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                runner.stop()
+        finally:
+            sys.settrace(None)
+        assert fired
+        assert runner.stops == 1
+        assert not runner.started

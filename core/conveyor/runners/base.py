@@ -88,6 +88,22 @@ def _restore(cls: type[R], options: dict[str, Any]) -> R:
     return cls(**options)
 
 
+def _before_on_stop(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in :meth:`Runner.stop` before ``on_stop`` ran a line."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not Runner.stop.__code__:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    inner = tb.tb_next
+    while inner is not None:  # below stop(): on_stop past its first line means it ran
+        code = inner.tb_frame.f_code
+        if code.co_name == "on_stop" and inner.tb_lineno != code.co_firstlineno:
+            return False
+        inner = inner.tb_next
+    return True
+
+
 @attrs.define(kw_only=True, eq=True)
 class Runner:
     """
@@ -157,8 +173,16 @@ class Runner:
         """Release what :meth:`start` created; a no-op if not started."""
         if not self._started:
             return
-        self._started = False
-        self.on_stop()
+        try:
+            self._started = False
+            self.on_stop()
+        except KeyboardInterrupt as exc:
+            # A Ctrl-C that landed before on_stop ran a line would leave everything running
+            # (a second Ctrl-C just as a flow stops its runner): stop now, then let it go on.
+            if _before_on_stop(exc):
+                self._started = False
+                self.on_stop()
+            raise
 
     def __enter__(self: R) -> R:
         return self.start()
