@@ -28,6 +28,7 @@ from conveyor.exceptions import (
     UnknownRunnerError,
     UpstreamFailedError,
 )
+from conveyor.flow_run_info import FlowRunInfo
 from conveyor.flows import Flow, FlowRun, flow
 from conveyor.futures import (
     ALL_COMPLETED,
@@ -41,7 +42,7 @@ from conveyor.futures import (
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.run_logging import get_run_logger
 from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
-from conveyor.states import ResultRef, State, StateType
+from conveyor.states import CrashReason, ResultRef, State, StateType
 from conveyor.tasks import RunStream, Task, task, unmapped
 
 __all__ = [
@@ -55,9 +56,11 @@ __all__ = [
     "ConcurrencyType",
     "ConfigError",
     "ConveyorError",
+    "CrashReason",
     "CrashedRun",
     "Flow",
     "FlowRun",
+    "FlowRunInfo",
     "NoFlowRunError",
     "PluginError",
     "ResultRef",

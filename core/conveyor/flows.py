@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from conveyor._context import flow_run_var, log_names_var
 from conveyor._engine import TaskOptions, TaskRun
 from conveyor.exceptions import ConfigError, ConveyorError
+from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
 from conveyor.run_logging import install_record_factory
 from conveyor.runners.base import ConcurrencyType, Runner, is_async_callable
@@ -65,6 +66,9 @@ class FlowRun:
         self._idle_waiters: list[Callable[[], object]] = []
         self._summary: Counter[str] | None = None
         self.accepting = True
+        self.info = FlowRunInfo(
+            id=self.id, name=self.name, flow_name=flow.name, runner_name=runner.name, runner=runner
+        )
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.name} on {self.runner.name}>"
@@ -80,7 +84,7 @@ class FlowRun:
     def started(self) -> None:
         """The runner is started and the body is about to run."""
         if self._host is not None:
-            self._host.flow_run_started(self)
+            self._host.flow_run_started(self.info)
 
     def add_summary(self, counts: Counter[str]) -> None:
         """Count the final states of this run's task runs by name into ``counts``."""
@@ -166,6 +170,21 @@ class FlowRun:
     def _end(self, tokens: tuple[Any, Any]) -> None:
         flow_run_var.reset(tokens[0])
         log_names_var.reset(tokens[1])
+
+    def run(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> State[Any]:
+        """
+        Execute this run once: start its runner, run the body (an async body on a new event
+        loop), wait for its task runs, stop the runner, and return the final state. The body's
+        own exceptions end in the state; ``KeyboardInterrupt`` and ``SystemExit`` are raised
+        after the cleanup.
+        """
+        kwargs = kwargs or {}
+        if self.flow.is_async:
+            import anyio
+
+            state: State[Any] = anyio.run(lambda: self.flow._run_async(self, args, kwargs, True))
+            return state
+        return self.flow._run_sync(self, args, kwargs, True)  # type: ignore[no-any-return]
 
     def cancel_all(self, message: str) -> None:
         """Cancel every task run that is not final."""
@@ -301,6 +320,14 @@ class Flow(Generic[P, R]):
             _call_runner=runner if runner is not None else self._call_runner,
         )
 
+    def create_run(self) -> FlowRun:
+        """
+        A new, unstarted run of this flow, on the runner that resolution picks now (see
+        :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`. Calling the flow does
+        both.
+        """
+        return self._make_run()
+
     def _make_run(self) -> FlowRun:
         from conveyor.config import resolve_runner
         from conveyor.plugins.manager import get_host
@@ -394,7 +421,7 @@ def _stop_quietly(runner: Runner, error: BaseException | None) -> None:
 def _finish(flow_run: FlowRun, value: Any, error: BaseException | None, return_state: bool) -> Any:
     state = flow_run.final_state(value, error)
     if flow_run._host is not None:
-        flow_run._host.flow_run_finished(flow_run, state)
+        flow_run._host.flow_run_finished(flow_run.info, state)
     if error is not None and not isinstance(error, Exception):
         raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
     if return_state:

@@ -16,6 +16,7 @@ ValueError('boom')
 from __future__ import annotations
 
 import enum
+import logging
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +34,7 @@ __all__ = [
     "FINAL_TYPES",
     "Cancelled",
     "Completed",
+    "CrashReason",
     "Crashed",
     "Failed",
     "NotRun",
@@ -67,6 +69,105 @@ class StateType(str, enum.Enum):
 FINAL_TYPES = frozenset(
     {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 )
+
+
+class CrashReason(str, enum.Enum):
+    """
+    Why the infrastructure failed a run: the ``reason`` of a CRASHED state.
+
+    Every runner uses the same member for the same cause. A member is a string, so
+    ``state.reason == "worker-died"`` holds; ``CrashReason.WORKER_DIED.meaning`` says it in a
+    line.
+
+    >>> CrashReason("worker-died") is CrashReason.WORKER_DIED, str(CrashReason.OOM_KILLED)
+    (True, 'oom-killed')
+    """
+
+    meaning: str
+
+    def __new__(cls, value: str, meaning: str = "") -> CrashReason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    BACKEND_ERROR = ("backend-error", "The runner or its backend failed in an unexpected way.")
+    BACKEND_LOST = (
+        "backend-lost",
+        "The backend (cluster, scheduler, Ray) went away while the run was in flight.",
+    )
+    RUNNER_STOPPED = ("runner-stopped", "The runner was stopped while the run was in flight.")
+    WORKER_DIED = (
+        "worker-died",
+        "The process running the task died (killed, os._exit, a segfault).",
+    )
+    OOM_KILLED = (
+        "oom-killed",
+        "The process running the task was killed for using too much memory.",
+    )
+    SYSTEM_EXIT = ("system-exit", "The task called sys.exit() (raised SystemExit).")
+    INTERRUPTED = (
+        "interrupted",
+        "The task raised a BaseException that is not an Exception (KeyboardInterrupt, ...).",
+    )
+    ARGUMENT_SERIALIZATION = (
+        "argument-serialization",
+        "The run's arguments (or its function) could not be pickled; the task never started.",
+    )
+    ARGUMENT_DESERIALIZATION = (
+        "argument-deserialization",
+        "The worker could not unpickle the run's arguments; the task never started.",
+    )
+    RESULT_SERIALIZATION = (
+        "result-serialization",
+        "The worker could not pickle the task's return value (or its exception).",
+    )
+    RESULT_DESERIALIZATION = (
+        "result-deserialization",
+        "The driver could not unpickle the task's return value (or its exception).",
+    )
+    UPSTREAM_RESULT = (
+        "upstream-result",
+        "The result of an upstream run this one depends on could not be fetched.",
+    )
+    RESOURCES_UNAVAILABLE = (
+        "resources-unavailable",
+        "No worker of the backend has the resources the task asks for.",
+    )
+    INVALID_OPTIONS = ("invalid-options", "The backend refused the task's options.")
+    CANCELLED_EXTERNALLY = (
+        "cancelled-externally",
+        "Something outside conveyor cancelled the run's work on the backend.",
+    )
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"CrashReason.{self.name}"
+
+    @classmethod
+    def coerce(cls, reason: CrashReason | str) -> CrashReason | str:
+        """
+        The member for ``reason``; an unknown string is kept as it is (third parties may use
+        their own), and logged once per string so that a typo shows.
+        """
+        if isinstance(reason, CrashReason):
+            return reason
+        try:
+            return cls(reason)
+        except ValueError:
+            if reason not in _UNKNOWN_REASONS:
+                _UNKNOWN_REASONS.add(reason)
+                logging.getLogger("conveyor").warning(
+                    "Crash reason %r is not a conveyor.CrashReason; use one of: %s.",
+                    reason,
+                    ", ".join(m.value for m in cls),
+                )
+            return reason
+
+
+_UNKNOWN_REASONS: set[str] = set()
 
 
 class ResultRef(Generic[T]):
@@ -241,11 +342,12 @@ def NotRun(message: str) -> State[Any]:
 def Crashed(
     message: str,
     *,
-    reason: str = "backend-error",
+    reason: CrashReason | str = CrashReason.BACKEND_ERROR,
     exc: BaseException | None = None,
     traceback: str | None = None,
 ) -> State[Any]:
-    """A run that the infrastructure failed; ``reason`` says how (``worker-died``, ...)."""
+    """A run that the infrastructure failed; ``reason`` says how (a :class:`CrashReason`)."""
+    reason = CrashReason.coerce(reason)
     error = CrashedRun(message, reason)
     error.__cause__ = exc
     return State(StateType.CRASHED, "Crashed", message, error, reason, traceback)

@@ -35,20 +35,12 @@ from conveyor.plugins.manager import PluginHost, use_host
 from conveyor.runners.base import ConcurrencyType, Runner
 from conveyor.states import State, StateType
 from conveyor.testing import _tasks as t
+from conveyor.testing._waiting import wait_until
 
 __all__ = ["RunnerConformance"]
 
 # Generous bounds: they stop a broken runner from hanging the suite; they are not timings.
 BOUND = 60.0
-
-
-def _wait_until(predicate: Any, limit: float = BOUND, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 class _Recorder:
@@ -313,7 +305,7 @@ class RunnerConformance:
         @flow(runner=runner)
         def cancelling() -> tuple[State[Any], bool]:
             run = t.heartbeat.submit(path, 400, 0.05)
-            assert _wait_until(lambda: t.count(path) >= 2)
+            assert wait_until(lambda: t.count(path) >= 2, BOUND)
             run.cancel()
             state = run.wait(BOUND)
             assert state is not None
@@ -395,4 +387,4 @@ def _heartbeat_stops(path: str) -> bool:
         time.sleep(0.4)
         return t.count(path) == before
 
-    return _wait_until(still, limit=15.0, step=0.0)
+    return wait_until(still, 15.0, interval=0.0)

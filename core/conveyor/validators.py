@@ -1,0 +1,187 @@
+"""
+attrs validators for runner and task options, in conveyor's message style.
+
+Every validator raises :class:`~conveyor.ConfigError` with one sentence naming the owner, the
+option and the bad value, then what to give instead::
+
+    DaskRunner: `connect_timeout=0` is invalid; give a number of seconds above 0.
+
+The owner is the class of the instance being validated (``DaskRunner``); options that are not
+validated on an attrs instance (a task's, say) pass it as ``owner=``. Runner authors use them
+like any attrs validator:
+
+>>> import attrs
+>>> from conveyor import validators as v
+>>> @attrs.define(kw_only=True)
+... class MyRunner:
+...     max_workers: int = attrs.field(default=2, validator=v.whole_number(minimum=1))
+>>> MyRunner(max_workers=0)
+Traceback (most recent call last):
+...
+conveyor.exceptions.ConfigError: MyRunner: `max_workers=0` is invalid; give a whole number of 1 or more.
+
+:func:`matches_type` is the one shallow type check of option values that come from files, the
+environment and the command line (:mod:`conveyor.config` uses it for options without a
+validator of their own).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from conveyor.exceptions import ConfigError
+
+__all__ = [
+    "Validator",
+    "address",
+    "dotted_name_or_class",
+    "invalid",
+    "mapping",
+    "matches_type",
+    "seconds",
+    "type_name",
+    "whole_number",
+]
+
+Validator = Callable[[Any, Any, Any], None]
+
+
+def invalid(owner: str, option: str, value: Any, fix: str) -> ConfigError:
+    """The house error for a bad option: ``Owner: `option=value` is invalid; {fix}.``"""
+    return ConfigError(f"{owner}: `{option}={value!r}` is invalid; {fix}.")
+
+
+def _owner(inst: Any, owner: str | None) -> str:
+    return owner or type(inst).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def whole_number(*, minimum: int = 0, hint: str = "", owner: str | None = None) -> Validator:
+    """An ``int`` (not a bool) of at least ``minimum``; ``hint`` follows the fix in brackets."""
+    extra = f" ({hint})" if hint else ""
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            fix = f"give a whole number of {minimum} or more{extra}"
+            raise invalid(_owner(inst, owner), attr.name, value, fix)
+
+    return check
+
+
+def seconds(
+    *, allow_zero: bool = False, allow_none: bool = False, owner: str | None = None
+) -> Validator:
+    """
+    A finite number of seconds, above 0 (or 0 too with ``allow_zero``), or None with
+    ``allow_none``.
+    """
+    if allow_zero:
+        bound = "0 or more"
+    else:
+        bound = "above 0, or None for no limit" if allow_none else "above 0"
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        ok = (
+            _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+        )
+        if not ok:
+            raise invalid(
+                _owner(inst, owner), attr.name, value, f"give a number of seconds {bound}"
+            )
+
+    return check
+
+
+def mapping(
+    *,
+    what: str = "a table of option names to values",
+    allow_none: bool = False,
+    owner: str | None = None,
+) -> Validator:
+    """A mapping with string keys (or None with ``allow_none``)."""
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise invalid(_owner(inst, owner), attr.name, value, f"give {what}")
+
+    return check
+
+
+def address(*, example: str, allow_none: bool = True, owner: str | None = None) -> Validator:
+    """A non-blank address string (or None with ``allow_none``); ``example`` shows one."""
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if not isinstance(value, str) or not value.strip():
+            fix = f"give an address such as {example!r}"
+            if allow_none:
+                fix += ", or None"
+            raise invalid(_owner(inst, owner), attr.name, value, fix)
+
+    return check
+
+
+def dotted_name_or_class(*, example: str, owner: str | None = None) -> Validator:
+    """A class, its dotted name (``'package.module.Name'``), or None."""
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        if value is None or isinstance(value, type):
+            return
+        if isinstance(value, str) and "." in value.strip(". :"):
+            return
+        fix = f"give a class or its dotted name, such as {example}"
+        raise invalid(_owner(inst, owner), attr.name, value, fix)
+
+    return check
+
+
+def matches_type(value: Any, expected: Any) -> bool:
+    """
+    Whether ``value`` fits the annotation ``expected``, shallowly: unions, ``None``, numbers
+    (a bool is not a number), mappings and sequences (a list and a tuple are alike).
+
+    >>> matches_type(3, float), matches_type(True, int), matches_type([1], tuple[int, ...])
+    (True, False, True)
+    """
+    if expected is Any:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if origin is not None:
+        expected = origin
+    if not isinstance(expected, type):
+        return True
+    if expected is float:
+        return _is_number(value)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected in (dict, Mapping):
+        return isinstance(value, Mapping)
+    if expected is tuple or expected is list:
+        return isinstance(value, list | tuple)
+    try:
+        return isinstance(value, expected)
+    except TypeError:
+        return True
+
+
+def type_name(expected: Any) -> str:
+    """A short readable name of an annotation: ``float``, ``str | None``."""
+    if isinstance(expected, type):
+        return expected.__name__
+    return str(expected).replace("typing.", "")
