@@ -14,7 +14,7 @@ from conveyor import ConfigError, Runner, State, flow, task
 from conveyor.plugins import PluginHost, use_host
 from conveyor.runners import ConcurrentRunner, SequentialRunner
 from conveyor.testing import _tasks as shared
-from tests.helpers import StateRecorder
+from tests._support import StateRecorder
 
 release = threading.Event()
 

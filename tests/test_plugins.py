@@ -14,7 +14,7 @@ from conveyor.plugins import PluginHost, RunnerRegistry, use_host
 from conveyor.plugins.hookspecs import hookspec
 from conveyor.runners import ConcurrentRunner, SequentialRunner
 from conveyor.testing import _tasks as shared
-from tests.helpers import StateRecorder, make_distribution
+from tests._support import StateRecorder, make_distribution
 
 RUNNER_MODULE = """
 import attrs

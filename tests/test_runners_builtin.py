@@ -14,7 +14,7 @@ import pytest
 from conveyor import ConfigError, RunnerNotStartedError, flow, task
 from conveyor.runners import ConcurrencyType, ConcurrentRunner, SequentialRunner
 from conveyor.testing import _tasks as shared
-from tests.helpers import wait_until
+from conveyor.testing import wait_until
 
 release = threading.Event()
 
@@ -203,7 +203,7 @@ class TestConcurrent:
 
         state = f()
         assert state.name == "TimedOut" and state.reason == "stopped"
-        assert not wait_until(marker.exists, limit=2.5)
+        assert not wait_until(marker.exists, 2.5)
 
     def test_cancel_queued_run_never_starts(self, tmp_path: Path) -> None:
         """A run still queued behind a busy pool is cancelled and never starts."""

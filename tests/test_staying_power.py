@@ -17,8 +17,9 @@ import pytest
 
 from conveyor import Runner, flow, task
 from conveyor.runners import ConcurrentRunner, SequentialRunner
-from tests.helpers import RUN_BUDGET_BYTES, peak_rss_growth, wait_until
-from tests.staying_power_helpers import LONG_FLOW, check_program_interrupt
+from conveyor.testing import wait_until
+from tests._staying_power import LONG_FLOW, check_program_interrupt
+from tests._support import RUN_BUDGET_BYTES, peak_rss_growth
 
 STUBBORN_RUNNER_FLOW = """
 import pathlib, subprocess, sys, time
@@ -80,7 +81,7 @@ class TestInterrupts:
         """A signal mid-flow exits within 15 s with 128+signal, reporting in-flight runs CANCELLED."""
         proc = _start(tmp_path, LONG_FLOW, "--runner", runner)
         try:
-            assert wait_until(lambda: any(tmp_path.glob("started-*")), limit=30)
+            assert wait_until(lambda: any(tmp_path.glob("started-*")), 30)
             start = time.monotonic()
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=15)
@@ -121,7 +122,7 @@ class TestInterrupts:
                 not psutil.pid_exists(child)
                 or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
             ),
-            limit=10,
+            10,
         )
 
     def test_keyboard_interrupt_in_a_program(self) -> None:

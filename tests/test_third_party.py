@@ -26,7 +26,7 @@ import pytest
 from conveyor import ConfigError, State, StateType, flow, task
 from conveyor.plugins import PluginHost, use_host
 from conveyor.runners import Runner
-from conveyor.testing import RunnerConformance
+from conveyor.testing import RunnerConformance, wait_until
 from conveyor.testing import _tasks as t
 
 if sys.version_info >= (3, 11):
@@ -285,7 +285,7 @@ class TestIsolation:
         @flow(runner=runner)
         def cancelling() -> tuple[State[Any], list[psutil.Process]]:
             run = t.heartbeat.submit(beats, 2000, 0.05)
-            assert _wait_until(lambda: t.count(beats) >= 1)
+            assert wait_until(lambda: t.count(beats) >= 1)
             children = _my_children()
             assert run.cancel() is True
             _, alive = psutil.wait_procs(children, timeout=BOUND)  # before the runner stops
@@ -303,7 +303,7 @@ class TestIsolation:
         @flow(runner=runner)
         def timing_out() -> tuple[State[Any], list[psutil.Process]]:
             run = beating.submit(beats, 2000, 0.05)
-            assert _wait_until(lambda: t.count(beats) >= 1)
+            assert wait_until(lambda: t.count(beats) >= 1)
             children = _my_children()
             state = _final(run)
             _, alive = psutil.wait_procs(children, timeout=BOUND)  # before the runner stops
@@ -321,7 +321,7 @@ class TestIsolation:
         @flow(runner=runner)
         def abandoning() -> None:
             t.heartbeat.submit(beats, 2000, 0.05)
-            assert _wait_until(lambda: t.count(beats) >= 1)
+            assert wait_until(lambda: t.count(beats) >= 1)
             children.extend(_my_children())
             raise RuntimeError("the body gives up")
 
@@ -341,17 +341,6 @@ def _my_children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
-
-
-def _wait_until(predicate: Any, limit: float = BOUND) -> bool:
-    import time
-
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 class TestSubprocessConformance(RunnerConformance):

@@ -22,8 +22,8 @@ pytest.importorskip("conveyor_dask")
 
 from conveyor import BackendUnavailable, flow, task
 from conveyor_dask import DaskRunner
-from tests.helpers import wait_until
-from tests.staying_power_helpers import alive
+from conveyor.testing import wait_until
+from tests._staying_power import alive
 
 
 def _scheduler_pid(client: Any) -> int:

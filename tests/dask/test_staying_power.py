@@ -13,7 +13,7 @@ pytest.importorskip("conveyor_dask")
 import conveyor
 from conveyor import flow
 from conveyor_dask import DaskRunner
-from tests.staying_power_helpers import (
+from tests._staying_power import (
     check_map_scale,
     check_program_interrupt,
     check_program_second_interrupt,

@@ -19,7 +19,8 @@ import psutil
 
 import conveyor
 from conveyor import flow, task
-from tests.helpers import RUN_BUDGET_BYTES, peak_rss_growth, wait_until
+from conveyor.testing import wait_until
+from tests._support import RUN_BUDGET_BYTES, peak_rss_growth
 
 LONG_FLOW = """
 import pathlib, time
@@ -300,7 +301,7 @@ def check_signal_stops_everything(tmp_path: Path, runner: str, sig: int, code: i
         assert took < 15, f"exited {took:.1f} s after the signal"
         assert "Cancelled" in out
         assert run.seen, f"the {runner} runner started no processes?"
-        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+        assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
     finally:
         run.close()
 
@@ -338,7 +339,7 @@ def check_second_interrupt_stops_everything(tmp_path: Path, runner: str) -> None
         assert took < 5, (
             f"{took:.1f} s after the second SIGINT ({second - first:.1f} s after the first)"
         )
-        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+        assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
     finally:
         run.close()
 
@@ -367,7 +368,7 @@ def check_program_second_interrupt(tmp_path: Path, runner: str) -> None:
         shutdown = ("runner.stop()", "_stop_quietly(", "flow_run._end(", "flow_run._inline.stop()")
         assert handling in err or any(frame in err for frame in shutdown), err
         assert took < 5, f"{took:.1f} s after the second SIGINT"
-        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+        assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
     finally:
         run.close()
 
@@ -399,7 +400,7 @@ def check_program_interrupt(tmp_path: Path, runner: str, in_flight: int) -> None
         assert [c for c in left if "multiprocessing.resource_tracker" not in c] == [], left
         if runner != "sequential":
             assert run.seen, f"the {runner} runner started no processes?"
-        assert wait_until(lambda: not run.leftovers(), limit=15), run.describe(run.leftovers())
+        assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
     finally:
         run.close()
 
@@ -462,7 +463,7 @@ def soak(one: Callable[[int], object], expected: object, settled: Callable[[], b
     for k in range(50):
         assert one(k) == expected
         gc.collect()
-        assert wait_until(settled, limit=30), f"flow {k} left work behind on the backend"
+        assert wait_until(settled, 30), f"flow {k} left work behind on the backend"
         if k in (9, 49):
             usage[k] = Usage()
     first, last = usage[9], usage[49]

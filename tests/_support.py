@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from conveyor import hookimpl
 
 BOUND = 30.0
-
-
-def wait_until(predicate: Callable[[], object], limit: float = BOUND) -> bool:
-    """Poll ``predicate`` until it is true or ``limit`` seconds pass; return its last value."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 # The per-run budget of a finished run whose future is kept (the core issue's).
