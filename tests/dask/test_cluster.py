@@ -21,8 +21,8 @@ import pytest
 pytest.importorskip("conveyor_dask")
 
 from conveyor import BackendUnavailable, flow, task
-from conveyor_dask import DaskRunner
 from conveyor.testing import wait_until
+from conveyor_dask import DaskRunner
 from tests._staying_power import alive
 
 
