@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-
-class Terminated(BaseException):
-    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""
+from conveyor.exceptions import Terminated
 
 
 def exit_code(signum: int) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "NoFlowRunError",
     "PluginError",
     "RunnerNotStartedError",
+    "Terminated",
     "TimedOutRun",
     "UnknownRunnerError",
     "UpstreamFailedError",
@@ -95,3 +96,7 @@ class UpstreamFailedError(ConveyorError):
     """
     A run was not started because a run it depends on did not complete.
     """
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""

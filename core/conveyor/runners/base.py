@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import attrs
 
 from conveyor._context import log_names_var
-from conveyor.exceptions import RunnerNotStartedError
+from conveyor.exceptions import RunnerNotStartedError, Terminated
 from conveyor.states import Cancelled, Completed, Crashed, Failed, ResultRef, State
 
 if TYPE_CHECKING:
@@ -413,7 +413,7 @@ class Attempt:
                 exc=exc,
                 traceback=_format_exception(exc),
             )
-        elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Terminated":
+        elif isinstance(exc, KeyboardInterrupt | Terminated):
             # The program itself was interrupted (Ctrl-C, SIGTERM) while this ran in-process.
             self.report(
                 Cancelled(f"Interrupted by {type(exc).__name__} while running.", stopped=True)
