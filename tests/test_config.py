@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, UnknownRunnerError, flow
-from conveyor._context import flow_run_var
+from conveyor import ConfigError, UnknownRunnerError, current_flow_run, flow
 from conveyor.config import cli_overrides, find_config, resolve_runner
 from conveyor.plugins import PluginHost
 from conveyor.runners import ConcurrentRunner, SequentialRunner
@@ -68,7 +67,7 @@ class TestPrecedence:
 
         @flow(runner="concurrent")
         def f() -> str:
-            run = flow_run_var.get()
+            run = current_flow_run()
             assert run is not None
             return run.runner.name
 

@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 
@@ -141,9 +142,9 @@ class TestRunnerChoice:
 
         @flow(runner="concurrent")
         def f() -> None:
-            from conveyor._context import flow_run_var
+            from conveyor import current_flow_run
 
-            run = flow_run_var.get()
+            run = current_flow_run()
             assert run is not None
             seen.append(run.runner.name)
 
@@ -254,31 +255,40 @@ class TestAsyncAndNested:
 
 
 class TestSecondInterrupt:
-    def test_interrupt_before_the_stop_began_still_stops_the_runner(self) -> None:
-        """A second Ctrl-C landing just before the runner's stop began still stops the runner
-        (its cluster), then propagates."""
-        from conveyor.flows import _stop_quietly
+    @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+    def test_interrupt_before_the_stop_began_still_stops_the_runner(self, is_async: bool) -> None:
+        """A second Ctrl-C landing just before the flow's runner stop began still stops the
+        runner (its cluster), then propagates: for sync and async flows alike."""
+        stops: list[str] = []
+        interrupted: list[bool] = []
 
         @attrs.define(kw_only=True, eq=False)
         class InterruptedOnce(SequentialRunner):
-            stops: int = attrs.field(default=0, init=False)
-            interrupted: bool = attrs.field(default=False, init=False)
-
             def stop(self) -> None:
-                if not self.interrupted:
-                    self.interrupted = True
+                if not interrupted:
+                    interrupted.append(True)
                     raise KeyboardInterrupt  # as if it landed before stop() ran a line
                 super().stop()
 
             def on_stop(self) -> None:
-                self.stops += 1
+                stops.append("stopped")
                 super().on_stop()
 
-        runner = InterruptedOnce().start()
+        @flow(runner=InterruptedOnce())
+        def body() -> int:
+            return 1
+
+        @flow(runner=InterruptedOnce())
+        async def async_body() -> int:
+            return 1
+
         with pytest.raises(KeyboardInterrupt):
-            _stop_quietly(runner, KeyboardInterrupt())
-        assert runner.stops == 1
-        assert not runner.started
+            if is_async:
+                anyio.run(async_body)
+            else:
+                body()
+        assert interrupted
+        assert stops == ["stopped"]
 
     def test_interrupt_as_on_stop_is_entered_still_stops_the_runner(self) -> None:
         """A Ctrl-C landing as the runner's on_stop is entered (before it ran a line) still

@@ -28,8 +28,9 @@ from conveyor.exceptions import (
     UnknownRunnerError,
     UpstreamFailedError,
 )
+from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
-from conveyor.flows import Flow, FlowRun, flow
+from conveyor.flows import Flow, current_flow_run, flow
 from conveyor.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -41,7 +42,7 @@ from conveyor.futures import (
 )
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.run_logging import get_run_logger
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners import Attempt, Capabilities, ConcurrencyType, Runner
 from conveyor.states import CrashReason, ResultRef, State, StateType
 from conveyor.tasks import RunStream, Task, task, unmapped
 
@@ -76,6 +77,7 @@ __all__ = [
     "UpstreamFailedError",
     "__version__",
     "as_completed",
+    "current_flow_run",
     "flow",
     "gather",
     "get_run_logger",

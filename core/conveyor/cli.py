@@ -182,20 +182,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = _pairs(args.option, "Option")
     params = _pairs(args.param, "Parameter")
     flow = _load_flow(args.target)
-    if flow.is_async:
-        import anyio
-
     interrupted: BaseException | None = None
     with cli_overrides(args.runner, options), interrupt_handling() as reinstall:
         get_host().register(_signal_guard(reinstall), name="conveyor-cli-signals")
-        flow_run = flow._make_run()
+        flow_run = flow.create_run()
         counts: Counter[str] = Counter()
         flow_run.add_summary(counts)
         try:
-            if flow.is_async:
-                state = anyio.run(lambda: flow._run_async(flow_run, (), params, True))
-            else:
-                state = flow._run_sync(flow_run, (), params, True)
+            state = flow_run.run((), params)
         except (KeyboardInterrupt, Terminated) as exc:
             # The flow run cancelled its runs and stopped its runner; make sure nothing it
             # started outlives us, then report.

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from conveyor.exceptions import ConfigError, UnknownRunnerError
-from conveyor.runners.base import Runner
+from conveyor.runners.protocol import Runner
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,19 +13,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
-from conveyor.states import FINAL_TYPES, State
+from conveyor._blocking import current_seceder
+from conveyor.states import FINAL_TYPES, ResultRef, State
 
 if TYPE_CHECKING:
     import asyncio
-
-    from conveyor._engine import TaskRun
 
 __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Cancellable",
     "DoneAndNotDone",
     "RunFuture",
     "as_completed",
@@ -45,9 +45,13 @@ logger = logging.getLogger("conveyor")
 # attribute writes, so contention stays negligible, and a future needs no lock of its own.
 _LOCK = threading.Lock()
 
-# Set by a worker thread of a bounded pool, so a task that blocks on another run's future gives
-# its slot back while it waits (see conveyor.runners._pool).
-_blocking = threading.local()
+
+class Cancellable(Protocol):
+    """What owns a future's run until it is final: the engine's task run, which can cancel it."""
+
+    def cancel(self, message: str = "") -> bool:
+        """Cancel the run; see :meth:`RunFuture.cancel`."""
+        ...
 
 
 class RunFuture(Generic[T]):
@@ -58,15 +62,17 @@ class RunFuture(Generic[T]):
     returns the final :class:`~conveyor.State` (or None on timeout) and never raises. A future
     can be awaited in async code, and passed to other tasks as an argument: the downstream run
     starts when this one completed, and receives its value.
+
+    The methods below "driven by the engine" are for the engine and runners, not for flows.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_observed", "_run", "_state", "id", "name")
+    __slots__ = ("__weakref__", "_callbacks", "_observed", "_owner", "_state", "id", "name")
 
-    def __init__(self, id: str, name: str, state: State[Any], run: TaskRun | None) -> None:
+    def __init__(self, id: str, name: str, state: State[Any], owner: Cancellable | None) -> None:
         self.id = id
         self.name = name
         self._state = state
-        self._run = run
+        self._owner = owner
         self._callbacks: list[Callable[[RunFuture[T]], object]] | None = None
         self._observed = False
 
@@ -101,17 +107,20 @@ class RunFuture(Generic[T]):
         if the run is not final by then. Never raises.
         """
         self._observed = True
-        return self._wait(timeout)
+        return self.wait_unobserved(timeout)
 
-    def _wait(self, timeout: float | None = None) -> State[T] | None:
-        """Wait like :meth:`wait`, without counting as a check of the run's outcome."""
+    def wait_unobserved(self, timeout: float | None = None) -> State[T] | None:
+        """
+        Wait like :meth:`wait`, without counting as a check of the run's outcome: for the
+        engine and runners, which wait on runs the flow may still never look at.
+        """
         if self._state.type in FINAL_TYPES:
             return self._state
         event = threading.Event()
         setter: Callable[[RunFuture[T]], object] = lambda _f: event.set()  # noqa: E731
-        if not self._add_callback(setter):
+        if not self.add_callback(setter):
             return self._state
-        pool = getattr(_blocking, "pool", None)
+        pool = current_seceder()
         if pool is not None:
             pool.secede()
         try:
@@ -120,7 +129,7 @@ class RunFuture(Generic[T]):
             if pool is not None:
                 pool.rejoin()
         if not finished:
-            self._remove_callback(setter)
+            self.remove_callback(setter)
             return self._state if self._state.type in FINAL_TYPES else None
         return self._state
 
@@ -171,7 +180,7 @@ class RunFuture(Generic[T]):
         def wake(_f: RunFuture[T]) -> None:
             loop.call_soon_threadsafe(_resolve, waiter)
 
-        if self._add_callback(wake):
+        if self.add_callback(wake):
             await waiter
 
     # -- cancelling and callbacks ---------------------------------------------------------
@@ -184,20 +193,26 @@ class RunFuture(Generic[T]):
         final.
         """
         self._observed = True
-        run = self._run
-        if run is None or self._state.type in FINAL_TYPES:
+        owner = self._owner
+        if owner is None or self._state.type in FINAL_TYPES:
             return False
-        return run.cancel()
+        return owner.cancel()
 
     def add_done_callback(self, fn: Callable[[RunFuture[T]], object]) -> None:
         """
         Call ``fn(future)`` when the run is final (at once if it already is). Exceptions the
         callback raises are logged and ignored.
         """
-        if not self._add_callback(fn):
+        if not self.add_callback(fn):
             _call(fn, self)
 
-    def _add_callback(self, fn: Callable[[RunFuture[T]], object]) -> bool:
+    # -- driven by the engine -------------------------------------------------------------
+
+    def add_callback(self, fn: Callable[[RunFuture[T]], object]) -> bool:
+        """
+        Call ``fn(future)`` when the run is final and return True; return False, and never
+        call it, if the run is final already.
+        """
         with _LOCK:
             if self._state.type in FINAL_TYPES:
                 return False
@@ -207,7 +222,8 @@ class RunFuture(Generic[T]):
                 self._callbacks.append(fn)
             return True
 
-    def _remove_callback(self, fn: Callable[[RunFuture[T]], object]) -> None:
+    def remove_callback(self, fn: Callable[[RunFuture[T]], object]) -> None:
+        """Forget a callback :meth:`add_callback` added, if it has not been called."""
         with _LOCK:
             if self._callbacks is not None:
                 try:
@@ -215,9 +231,25 @@ class RunFuture(Generic[T]):
                 except ValueError:
                     pass
 
-    # -- driven by the engine -------------------------------------------------------------
+    def peek(self) -> State[T]:
+        """The current state, without counting as a check of the run (unlike :attr:`state`)."""
+        return self._state
 
-    def _set_state(self, state: State[Any]) -> bool:
+    @property
+    def observed(self) -> bool:
+        """Whether the flow checked this run (its state, result, a wait or a cancel)."""
+        return self._observed
+
+    def mark_observed(self) -> None:
+        """Count the run as checked: the flow run will not fail for its outcome."""
+        self._observed = True
+
+    @property
+    def owner(self) -> Cancellable | None:
+        """The engine's task run that drives this future; None once it is final."""
+        return self._owner
+
+    def settle(self, state: State[Any]) -> bool:
         """
         Move to ``state``. Returns False, changing nothing, if the run is already final: the
         first final state wins.
@@ -229,7 +261,7 @@ class RunFuture(Generic[T]):
             if state.type not in FINAL_TYPES:
                 return True
             callbacks, self._callbacks = self._callbacks, None
-            self._run = None
+            self._owner = None
         if callbacks:
             for fn in callbacks:
                 _call(fn, self)
@@ -286,7 +318,7 @@ def wait(
     pending = set()
     for f in fs:
         f._observed = True
-        if f._add_callback(on_done):
+        if f.add_callback(on_done):
             pending.add(f)
 
     def satisfied() -> bool:
@@ -308,7 +340,7 @@ def wait(
                 break
             cond.wait(remaining)
     for f in pending:
-        f._remove_callback(on_done)
+        f.remove_callback(on_done)
     return DoneAndNotDone(fs - pending, pending)
 
 
@@ -324,8 +356,6 @@ def gather(
     ``raise_on_failure=False`` puts the exception in its place. Raises :class:`TimeoutError`
     if some run is not final after ``timeout`` seconds.
     """
-    from conveyor.states import ResultRef
-
     fs = list(futures)
     _, not_done = wait(fs, timeout=timeout)
     if not_done:
@@ -378,7 +408,7 @@ def as_completed(
     ready: list[RunFuture[T]] = []
     for f in fs:
         f._observed = True
-        if f._add_callback(on_done):
+        if f.add_callback(on_done):
             pending.add(f)
         else:
             ready.append(f)
@@ -400,4 +430,4 @@ def as_completed(
                 yield f
     finally:
         for f in pending:
-            f._remove_callback(on_done)
+            f.remove_callback(on_done)

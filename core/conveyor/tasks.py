@@ -15,96 +15,54 @@ Tasks: functions whose calls become runs that a runner executes.
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import importlib
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from conveyor._context import flow_run_var
-from conveyor._engine import TaskOptions
 from conveyor.exceptions import ConfigError, NoFlowRunError
 from conveyor.futures import RunFuture
-from conveyor.runners.base import is_async_callable
+from conveyor.options import OPTION_NAMES, TaskOptions, make_options
+from conveyor.runners.attempt import is_async_callable
 
 if TYPE_CHECKING:
-    from conveyor.flows import FlowRun
+    from conveyor.flow_run_info import FlowRunInfo
 
-__all__ = ["RunStream", "Task", "task", "unmapped"]
+__all__ = ["RunStream", "Task", "TaskSubmitter", "flow_run_var", "task", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_OPTION_NAMES = (
-    "name",
-    "retries",
-    "retry_delay_seconds",
-    "timeout_seconds",
-    "crash_retries",
-    "resources",
-    "runner_options",
-    "map_window",
+
+class TaskSubmitter(Protocol):
+    """What runs tasks inside a flow run (the flow run): submitting, and inline calls."""
+
+    @property
+    def info(self) -> FlowRunInfo:
+        """The flow run, as a value."""
+        ...
+
+    def submit(
+        self,
+        task: Task[..., Any],
+        options: TaskOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> RunFuture[Any]:
+        """Send one run of ``task`` to the flow's runner and return its future."""
+        ...
+
+    def call_inline(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``task`` here and return its value (a coroutine in async code)."""
+
+
+# The flow run whose body (or one of whose tasks) is running in this context.
+flow_run_var: contextvars.ContextVar[TaskSubmitter | None] = contextvars.ContextVar(
+    "conveyor_flow_run", default=None
 )
-
-
-def _count(owner: str, option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"{owner}: `{option}={value!r}` is invalid; give a whole number of 0 or more."
-        raise ConfigError(msg)
-    return value
-
-
-def _seconds(owner: str, option: str, value: Any, *, allow_none: bool) -> float | None:
-    if value is None and allow_none:
-        return None
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > 0 if allow_none else value >= 0)
-    )
-    if not ok:
-        bound = "greater than 0, or None for no limit" if allow_none else "0 or more"
-        msg = f"{owner}: `{option}={value!r}` is invalid; give a number of seconds {bound}."
-        raise ConfigError(msg)
-    return float(value)
-
-
-def _mapping(owner: str, option: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        msg = f"{owner}: `{option}={value!r}` is invalid; give a dict with string keys."
-        raise ConfigError(msg)
-    return dict(value)
-
-
-def _make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOptions:
-    """Validate task options; raise :class:`ConfigError` naming the bad one."""
-    name = given.get("name") or getattr(fn, "__name__", None) or type(fn).__name__
-    if not isinstance(name, str):
-        msg = f"{owner}: `name={name!r}` is invalid; give a string."
-        raise ConfigError(msg)
-    resources = _mapping(owner, "resources", given.get("resources"))
-    for key, amount in resources.items():
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            msg = f"{owner}: resource {key!r}={amount!r} is invalid; give a number of 0 or more."
-            raise ConfigError(msg)
-    return TaskOptions(
-        name=name,
-        retries=_count(owner, "retries", given.get("retries", 0)),
-        retry_delay_seconds=_seconds(
-            owner, "retry_delay_seconds", given.get("retry_delay_seconds", 0), allow_none=False
-        )
-        or 0.0,
-        timeout_seconds=_seconds(
-            owner, "timeout_seconds", given.get("timeout_seconds"), allow_none=True
-        ),
-        crash_retries=_count(owner, "crash_retries", given.get("crash_retries", 0)),
-        resources=resources,
-        runner_options=_mapping(owner, "runner_options", given.get("runner_options")),
-        map_window=_count(owner, "map_window", given.get("map_window", 1024)) or 1,
-    )
 
 
 class unmapped(Generic[R]):
@@ -118,7 +76,7 @@ class unmapped(Generic[R]):
         self.value = value
 
 
-def _current_flow_run(task: Task[..., Any], verb: str) -> FlowRun:
+def _current_flow_run(task: Task[..., Any], verb: str) -> TaskSubmitter:
     flow_run = flow_run_var.get()
     if flow_run is None:
         msg = (
@@ -141,15 +99,15 @@ class Task(Generic[P, R]):
         if not callable(_untyped(fn)):
             msg = f"@task needs a function, got {fn!r} of type {type(fn).__name__}; decorate a def."
             raise TypeError(msg)
-        unknown = set(options) - set(_OPTION_NAMES)
+        unknown = set(options) - set(OPTION_NAMES)
         if unknown:
             msg = (
                 f"@task got unknown option(s) {', '.join(sorted(unknown))}; "
-                f"the options are {', '.join(_OPTION_NAMES)}."
+                f"the options are {', '.join(OPTION_NAMES)}."
             )
             raise ConfigError(msg)
         self.fn = fn
-        self.options = _make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
+        self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)
 
@@ -177,21 +135,21 @@ class Task(Generic[P, R]):
                 obj = None
             if obj is self:
                 return (_import_task, (module, qualname))
-        return (_rebuild_task, (self.fn, _options_dict(self.options)))
+        return (_rebuild_task, (self.fn, self.options.as_dict()))
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """
         A copy of the task with some options changed; raises :class:`ConfigError` for an
         unknown option.
         """
-        unknown = set(changes) - set(_OPTION_NAMES)
+        unknown = set(changes) - set(OPTION_NAMES)
         if unknown:
             msg = (
                 f"Task {self.name!r}.with_options() got unknown option(s) "
-                f"{', '.join(sorted(unknown))}; the options are {', '.join(_OPTION_NAMES)}."
+                f"{', '.join(sorted(unknown))}; the options are {', '.join(OPTION_NAMES)}."
             )
             raise ConfigError(msg)
-        merged = _options_dict(self.options)
+        merged = self.options.as_dict()
         merged.update(changes)
         return Task(self.fn, **merged)
 
@@ -271,7 +229,7 @@ class Task(Generic[P, R]):
                 # Keep at most map_window runs of this map unfinished: a huge map then costs
                 # memory per finished future only, and time grows linearly with its length.
                 # Waiting here gives a pool slot back, like any wait on a future.
-                futures[i - window]._wait()
+                futures[i - window].wait_unobserved()
         return futures
 
 
@@ -285,7 +243,7 @@ class RunStream(Iterator[RunFuture[R]]):
     def __init__(
         self,
         task: Task[..., R],
-        flow_run: FlowRun,
+        flow_run: TaskSubmitter,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
@@ -348,10 +306,6 @@ class RunStream(Iterator[RunFuture[R]]):
 def _untyped(value: object) -> object:
     """Hide a value's static type, for runtime checks of what untyped callers pass."""
     return value
-
-
-def _options_dict(options: TaskOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in _OPTION_NAMES}
 
 
 def _import_task(module: str, qualname: str) -> Task[..., Any]:

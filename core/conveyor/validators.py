@@ -36,6 +36,7 @@ from typing import Any
 from conveyor.exceptions import ConfigError
 
 __all__ = [
+    "Check",
     "Validator",
     "address",
     "dotted_name_or_class",
@@ -55,29 +56,48 @@ def invalid(owner: str, option: str, value: Any, fix: str) -> ConfigError:
     return ConfigError(f"{owner}: `{option}={value!r}` is invalid; {fix}.")
 
 
-def _owner(inst: Any, owner: str | None) -> str:
-    return owner or type(inst).__name__
+class Check:
+    """
+    One rule for an option value: an attrs validator (``Check(inst, attribute, value)``), and
+    :meth:`check` for values that are not attrs fields (a task's options).
+    """
+
+    __slots__ = ("fix", "owner", "test")
+
+    def __init__(self, test: Callable[[Any], bool], fix: str, owner: str | None = None) -> None:
+        self.test = test
+        self.fix = fix
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"<Check: {self.fix}>"
+
+    def __call__(self, inst: Any, attr: Any, value: Any) -> None:
+        self.check(value, option=attr.name, owner=self.owner or type(inst).__name__)
+
+    def check(self, value: Any, *, option: str, owner: str) -> None:
+        """Raise the house :class:`~conveyor.ConfigError` unless ``value`` passes."""
+        if not self.test(value):
+            raise invalid(owner, option, value, self.fix)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def whole_number(*, minimum: int = 0, hint: str = "", owner: str | None = None) -> Validator:
+def whole_number(*, minimum: int = 0, hint: str = "", owner: str | None = None) -> Check:
     """An ``int`` (not a bool) of at least ``minimum``; ``hint`` follows the fix in brackets."""
     extra = f" ({hint})" if hint else ""
-
-    def check(inst: Any, attr: Any, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            fix = f"give a whole number of {minimum} or more{extra}"
-            raise invalid(_owner(inst, owner), attr.name, value, fix)
-
-    return check
+    return Check(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+        f"give a whole number of {minimum} or more{extra}",
+        owner,
+    )
 
 
 def seconds(
     *, allow_zero: bool = False, allow_none: bool = False, owner: str | None = None
-) -> Validator:
+) -> Check:
     """
     A finite number of seconds, above 0 (or 0 too with ``allow_zero``), or None with
     ``allow_none``.
@@ -87,18 +107,14 @@ def seconds(
     else:
         bound = "above 0, or None for no limit" if allow_none else "above 0"
 
-    def check(inst: Any, attr: Any, value: Any) -> None:
-        if value is None and allow_none:
-            return
-        ok = (
+    def test(value: Any) -> bool:
+        if value is None:
+            return allow_none
+        return (
             _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
         )
-        if not ok:
-            raise invalid(
-                _owner(inst, owner), attr.name, value, f"give a number of seconds {bound}"
-            )
 
-    return check
+    return Check(test, f"give a number of seconds {bound}", owner)
 
 
 def mapping(
@@ -106,45 +122,38 @@ def mapping(
     what: str = "a table of option names to values",
     allow_none: bool = False,
     owner: str | None = None,
-) -> Validator:
+) -> Check:
     """A mapping with string keys (or None with ``allow_none``)."""
 
-    def check(inst: Any, attr: Any, value: Any) -> None:
-        if value is None and allow_none:
-            return
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise invalid(_owner(inst, owner), attr.name, value, f"give {what}")
+    def test(value: Any) -> bool:
+        if value is None:
+            return allow_none
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
 
-    return check
+    return Check(test, f"give {what}", owner)
 
 
-def address(*, example: str, allow_none: bool = True, owner: str | None = None) -> Validator:
+def address(*, example: str, allow_none: bool = True, owner: str | None = None) -> Check:
     """A non-blank address string (or None with ``allow_none``); ``example`` shows one."""
 
-    def check(inst: Any, attr: Any, value: Any) -> None:
-        if value is None and allow_none:
-            return
-        if not isinstance(value, str) or not value.strip():
-            fix = f"give an address such as {example!r}"
-            if allow_none:
-                fix += ", or None"
-            raise invalid(_owner(inst, owner), attr.name, value, fix)
+    def test(value: Any) -> bool:
+        if value is None:
+            return allow_none
+        return isinstance(value, str) and bool(value.strip())
 
-    return check
+    fix = f"give an address such as {example!r}" + (", or None" if allow_none else "")
+    return Check(test, fix, owner)
 
 
-def dotted_name_or_class(*, example: str, owner: str | None = None) -> Validator:
+def dotted_name_or_class(*, example: str, owner: str | None = None) -> Check:
     """A class, its dotted name (``'package.module.Name'``), or None."""
 
-    def check(inst: Any, attr: Any, value: Any) -> None:
+    def test(value: Any) -> bool:
         if value is None or isinstance(value, type):
-            return
-        if isinstance(value, str) and "." in value.strip(". :"):
-            return
-        fix = f"give a class or its dotted name, such as {example}"
-        raise invalid(_owner(inst, owner), attr.name, value, fix)
+            return True
+        return isinstance(value, str) and "." in value.strip(". :")
 
-    return check
+    return Check(test, f"give a class or its dotted name, such as {example}", owner)
 
 
 def matches_type(value: Any, expected: Any) -> bool:

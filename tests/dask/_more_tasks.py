@@ -75,9 +75,9 @@ def _nested_facts() -> dict[str, Any]:
     import psutil
     from distributed import get_client, get_worker
 
-    from conveyor._context import flow_run_var
+    from conveyor import current_flow_run
 
-    run = flow_run_var.get()
+    run = current_flow_run()
     assert run is not None
     runner = run.runner
     worker = get_worker()

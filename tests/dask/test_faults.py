@@ -14,8 +14,7 @@ pytest.importorskip("conveyor_dask")
 
 from dask_helpers import count_runs, wait_until
 
-from conveyor import CrashedRun, StateType, flow, task, unmapped
-from conveyor._context import flow_run_var
+from conveyor import CrashedRun, StateType, current_flow_run, flow, task, unmapped
 from conveyor_dask import DaskRunner
 
 
@@ -138,7 +137,7 @@ class TestWorkerDeath:
 
         @flow(runner=runner)
         def f() -> Any:
-            client = flow_run_var.get().runner.client
+            client = current_flow_run().runner.client
             rounds = []
             for r in range(4):
                 before = [touch.submit(str(runs_dir), f"r{r}-b{i}") for i in range(4)]
@@ -275,7 +274,7 @@ class TestBackendLoss:
 
         @flow(runner=_owned())
         def f() -> Any:
-            runner = flow_run_var.get().runner  # type: ignore[union-attr]
+            runner = current_flow_run().runner  # type: ignore[union-attr]
             futs = [sleeper.submit(str(runs_dir), f"s{i}", 3) for i in range(6)]
             wait_until(
                 lambda: count_runs(runs_dir, "s0-start") or count_runs(runs_dir, "s1-start"),

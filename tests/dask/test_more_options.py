@@ -32,8 +32,7 @@ from _more_tasks import (
 )
 from dask_helpers import count_runs, wait_until
 
-from conveyor import StateType, flow
-from conveyor._context import flow_run_var
+from conveyor import StateType, current_flow_run, flow
 from conveyor_dask import DaskRunner
 
 MEMORY_LIMIT = 300 << 20
@@ -48,7 +47,7 @@ NANNY_MEMORY_CONFIG = {
 
 def _started_runner() -> DaskRunner:
     """The started runner of the flow run this is called in."""
-    run = flow_run_var.get()
+    run = current_flow_run()
     assert run is not None, "not inside a flow run"
     runner = run.runner
     assert isinstance(runner, DaskRunner) and runner.started

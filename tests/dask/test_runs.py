@@ -14,8 +14,7 @@ pytest.importorskip("conveyor_dask")
 
 from dask_helpers import count_runs, wait_until
 
-from conveyor import StateType, flow, get_run_logger, task
-from conveyor._context import flow_run_var
+from conveyor import StateType, current_flow_run, flow, get_run_logger, task
 from conveyor.run_logging import install_record_factory
 from conveyor_dask import DaskResult, DaskRunner
 
@@ -100,7 +99,7 @@ class TestValues:
             futures = [echo.submit(None) for _ in range(5)]
             states = [fu.wait(30) for fu in futures]
             assert all(s is not None and s.is_completed() for s in states), states
-            client = flow_run_var.get().runner.client  # type: ignore[union-attr]
+            client = current_flow_run().runner.client  # type: ignore[union-attr]
             wait_until(lambda: not client.futures, 30, "the client to release every key")
             return [s.data for s in states], len(client.futures)
 
@@ -124,7 +123,7 @@ class TestValues:
         def f() -> tuple[list[Any], list[Any], int]:
             futures = [echo.submit(v) for v in values]
             refs = [fu.wait(30).data for fu in futures]  # type: ignore[union-attr]
-            client = flow_run_var.get().runner.client  # type: ignore[union-attr]
+            client = current_flow_run().runner.client  # type: ignore[union-attr]
             wait_until(lambda: len(client.futures) <= 8, 30, "the oldest small results fetched")
             fetched, held = [r.fetched for r in refs], len(client.futures)
             return fetched, [fu.result() for fu in futures], held

@@ -150,8 +150,8 @@ class TestJoining:
             """
             @flow
             def pipeline():
-                from conveyor._context import flow_run_var
-                runner = flow_run_var.get().runner
+                from conveyor import current_flow_run
+                runner = current_flow_run().runner
                 value = rt.add.submit(rt.add.submit(1, 2), 3).result(timeout=60)
                 return runner.name, runner.address, value, ray_processes()
 

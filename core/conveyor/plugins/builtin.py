@@ -7,15 +7,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conveyor.plugins.hookspecs import hookimpl
+from conveyor.runners.concurrent import ConcurrentRunner
+from conveyor.runners.sequential import SequentialRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
 
+__all__ = ["conveyor_register_runners"]
+
 
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
-    from conveyor.runners.concurrent import ConcurrentRunner
-    from conveyor.runners.sequential import SequentialRunner
-
+    """Register the core's runners."""
     registry.add(SequentialRunner)
     registry.add(ConcurrentRunner)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import attrs
 
 from conveyor.exceptions import PluginError
-from conveyor.runners.base import Runner
+from conveyor.runners.protocol import Runner
 
 __all__ = ["RunnerEntry", "RunnerRegistry"]
 

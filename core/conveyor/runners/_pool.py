@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conveyor.futures import _blocking
+from conveyor._blocking import install_seceder
 
 _STOP = None
 
@@ -56,7 +56,7 @@ class WorkerPool:
         self._threads[thread] = None
 
     def _work(self) -> None:
-        _blocking.pool = self
+        install_seceder(self)
         me = threading.current_thread()
         handler = self._handler
         try:

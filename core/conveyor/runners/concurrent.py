@@ -12,10 +12,11 @@ import attrs
 
 from conveyor.exceptions import ConfigError
 from conveyor.runners._pool import WorkerPool
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners.attempt import Attempt
+from conveyor.runners.protocol import Capabilities, ConcurrencyType, Runner
 
 if TYPE_CHECKING:
-    from conveyor._loop import LoopThread
+    from conveyor.runners._loop import LoopThread
 
 __all__ = ["ConcurrentRunner"]
 
@@ -79,7 +80,7 @@ class ConcurrentRunner(Runner):
         if attempt.is_async:
             with self._lock:
                 if self._loop is None:
-                    from conveyor._loop import LoopThread
+                    from conveyor.runners._loop import LoopThread  # deferred: it imports asyncio
 
                     self._loop = LoopThread("conveyor-async-loop")
                 loop = self._loop

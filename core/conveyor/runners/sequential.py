@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners.attempt import Attempt
+from conveyor.runners.protocol import Capabilities, ConcurrencyType, Runner
 
 if TYPE_CHECKING:
-    from conveyor._loop import LoopThread
+    from conveyor.runners._loop import LoopThread
 
 __all__ = ["SequentialRunner"]
 
@@ -38,7 +39,7 @@ class SequentialRunner(Runner):
     def _event_loop(self) -> LoopThread:
         with self._loop_lock:
             if self._loop is None:
-                from conveyor._loop import LoopThread
+                from conveyor.runners._loop import LoopThread  # deferred: it imports asyncio
 
                 self._loop = LoopThread("conveyor-sequential-loop")
             return self._loop

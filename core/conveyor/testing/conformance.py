@@ -32,7 +32,7 @@ from conveyor.flows import flow
 from conveyor.futures import RunFuture
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.plugins.manager import PluginHost, use_host
-from conveyor.runners.base import ConcurrencyType, Runner
+from conveyor.runners.protocol import ConcurrencyType, Runner
 from conveyor.states import State, StateType
 from conveyor.testing import _tasks as t
 from conveyor.testing._waiting import wait_until

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
+from conveyor.runners import Attempt, Capabilities, ConcurrencyType, PendingResult, Runner
 from conveyor.runners.remote import Outcome, loads, pack_or_crash, replay_records, report_outcome
 from conveyor.states import ResultRef
 from conveyor_dask._results import DaskResult

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import ConfigError
-from conveyor.runners.base import Attempt, Capabilities, ConcurrencyType, Runner
+from conveyor.runners import Attempt, Capabilities, ConcurrencyType, Runner
 from conveyor.runners.remote import (
     PLAIN_TYPES,
     Outcome,

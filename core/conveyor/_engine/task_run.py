@@ -1,5 +1,6 @@
 """
-The task-run engine: states, dependencies, retries, deadlines and cancellation of one run.
+The task-run engine: the state machine of one task run — its attempts, retries, deadline,
+dependencies and cancellation.
 
 The engine is the only writer of a run's state. Runners execute attempts and report how each
 ended; the engine decides the run's state from that, and the first final state wins: a late
@@ -13,17 +14,18 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import attrs
-
+from conveyor._engine.dependencies import not_run, substitute, upstream_of, when_all_done
 from conveyor._timers import TimerHandle, call_later
 from conveyor.futures import RunFuture
-from conveyor.runners.base import Attempt, PendingResult
+from conveyor.options import TaskOptions
+from conveyor.runners.attempt import Attempt, PendingResult
+from conveyor.runners.protocol import Runner
 from conveyor.states import (
     Cancelled,
     Crashed,
-    NotRun,
+    CrashReason,
     Pending,
     ResultRef,
     Retrying,
@@ -33,10 +35,7 @@ from conveyor.states import (
     TimedOut,
 )
 
-if TYPE_CHECKING:
-    from conveyor.flows import FlowRun
-    from conveyor.runners.base import Runner
-    from conveyor.tasks import Task
+__all__ = ["RunOwner", "TaskRun"]
 
 logger = logging.getLogger("conveyor")
 
@@ -44,46 +43,28 @@ _ids = itertools.count(1)
 _lock = threading.Lock()
 
 
-@attrs.frozen(kw_only=True)
-class TaskOptions:
-    """The run options of a task; validated when the task is defined."""
+class RunOwner(Protocol):
+    """What a task run belongs to (the flow run): its names, and where state changes go."""
 
-    name: str
-    retries: int = 0
-    retry_delay_seconds: float = 0.0
-    timeout_seconds: float | None = None
-    crash_retries: int = 0
-    resources: dict[str, float] = attrs.field(factory=dict, eq=False)
-    runner_options: dict[str, Any] = attrs.field(factory=dict, eq=False)
-    map_window: int = 1024
+    @property
+    def id(self) -> str:
+        """The owner's id; task run ids are ``{id}.{n}``."""
+        ...
 
+    @property
+    def name(self) -> str:
+        """The owner's name, for the attempts' log records."""
+        ...
 
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+    def next_task_run_name(self, task_name: str) -> str:
+        """A new run name for a run of ``task_name`` (``fetch-3``)."""
+        ...
 
+    def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
+        """``run`` moved from ``old`` to ``new``."""
 
-def collect_futures(obj: Any, found: list[RunFuture[Any]], depth: int = 0) -> None:
-    """Append every :class:`RunFuture` in ``obj`` (and its lists, tuples, sets, dicts)."""
-    if isinstance(obj, RunFuture):
-        found.append(obj)
-    elif depth < 8 and isinstance(obj, _CONTAINERS):
-        items = obj.values() if isinstance(obj, dict) else obj
-        for item in items:
-            if isinstance(item, RunFuture) or isinstance(item, _CONTAINERS):
-                collect_futures(item, found, depth + 1)
-
-
-def substitute(obj: Any, values: dict[int, Any], depth: int = 0) -> Any:
-    """Return ``obj`` with each future replaced by ``values[id(future)]``."""
-    if isinstance(obj, RunFuture):
-        return values[id(obj)]
-    if depth >= 8 or not isinstance(obj, _CONTAINERS):
-        return obj
-    if isinstance(obj, dict):
-        return {k: substitute(v, values, depth + 1) for k, v in obj.items()}
-    items = [substitute(v, values, depth + 1) for v in obj]
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*items)
-    return type(obj)(items)
+    def warn_not_stopped(self, run: TaskRun, message: str) -> None:
+        """``run`` timed out and its runner could not stop its work."""
 
 
 class TaskRun:
@@ -99,27 +80,30 @@ class TaskRun:
         "context",
         "crashes",
         "failures",
-        "flow_run",
+        "fn",
         "future",
+        "is_async",
         "kwargs",
         "options",
+        "owner",
         "runner",
-        "task",
         "timer",
     )
 
     def __init__(
         self,
-        task: Task[..., Any],
+        fn: Callable[..., Any],
+        is_async: bool,
         options: TaskOptions,
-        flow_run: FlowRun,
+        owner: RunOwner,
         runner: Runner,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        self.task = task
+        self.fn = fn
+        self.is_async = is_async
         self.options = options
-        self.flow_run = flow_run
+        self.owner = owner
         self.runner = runner
         self.args = args
         self.kwargs = kwargs
@@ -130,20 +114,20 @@ class TaskRun:
         self.timer: TimerHandle | None = None
         self.chained: list[RunFuture[Any]] | None = None
         self.context = contextvars.copy_context()
-        name = flow_run.next_task_run_name(options.name)
-        self.future: RunFuture[Any] = RunFuture(f"{flow_run.id}.{next(_ids)}", name, _PENDING, self)
+        name = owner.next_task_run_name(options.name)
+        self.future: RunFuture[Any] = RunFuture(f"{owner.id}.{next(_ids)}", name, _PENDING, self)
 
     # -- state changes ----------------------------------------------------------------------
 
     def _transition(self, state: State[Any]) -> bool:
-        old = self.future._state
-        if not self.future._set_state(state):
+        old = self.future.peek()
+        if not self.future.settle(state):
             if state.is_final():
                 logger.debug(
                     "Ignoring %s for %s: it is already %s.", state.name, self.future.name, old.name
                 )
             return False
-        self.flow_run.on_task_run_state(self, old, state)
+        self.owner.on_task_run_state(self, old, state)
         return True
 
     def _finish(self, state: State[Any]) -> bool:
@@ -156,24 +140,18 @@ class TaskRun:
 
     def start(self) -> None:
         """Start the run: now, or when the futures it was given as arguments are final."""
-        upstream: list[RunFuture[Any]] = []
-        for a in self.args:
-            if isinstance(a, RunFuture) or isinstance(a, _CONTAINERS):
-                collect_futures(a, upstream)
-        for a in self.kwargs.values():
-            if isinstance(a, RunFuture) or isinstance(a, _CONTAINERS):
-                collect_futures(a, upstream)
+        upstream = upstream_of(self.args, self.kwargs)
         if not upstream:
             self._launch()
             return
         for f in upstream:
-            f._observed = True
+            f.mark_observed()
         chained = self._chain_values(upstream)
         if chained is not None:
             self.chained = upstream
             self._launch(chained)
             return
-        _when_all_done(upstream, lambda: self._resolve_upstream(upstream))
+        when_all_done(upstream, lambda: self._resolve_upstream(upstream))
 
     def _chain_values(self, upstream: list[RunFuture[Any]]) -> dict[int, Any] | None:
         """
@@ -188,14 +166,14 @@ class TaskRun:
             return None
         values: dict[int, Any] = {}
         for f in upstream:
-            state = f._state
+            state = f.peek()
             if state.type is StateType.COMPLETED:
                 values[id(f)] = state.data
                 continue
-            run = f._run
-            attempt = run.attempt if run is not None else None
+            run = f.owner
+            attempt = run.attempt if isinstance(run, TaskRun) else None
             if (
-                run is None
+                not isinstance(run, TaskRun)
                 or attempt is None
                 or run.runner is not runner
                 or run.options.retries
@@ -215,9 +193,9 @@ class TaskRun:
         values: dict[int, Any] = {}
         native = self.runner.capabilities.native_futures
         for f in upstream:
-            state = f._state
+            state = f.peek()
             if state.type is not StateType.COMPLETED:
-                self._finish(_not_run(f, self.future.name))
+                self._finish(not_run(f, self.future.name))
                 return
             data = state.data
             if isinstance(data, ResultRef) and not native:
@@ -228,7 +206,7 @@ class TaskRun:
                         Crashed(
                             f"The result of upstream run {f.name!r} could not be fetched: "
                             f"{type(exc).__name__}: {exc}",
-                            reason="upstream-result",
+                            reason=CrashReason.UPSTREAM_RESULT,
                             exc=exc,
                         )
                     )
@@ -249,21 +227,36 @@ class TaskRun:
         args, kwargs = self.args, self.kwargs
         if values is not None:
             args, kwargs = substitute(args, values), substitute(kwargs, values)
-        attempt = Attempt(self, self.attempts, self.task.fn, args, kwargs, self.context)
+        opts = self.options
+        attempt = Attempt(
+            self,
+            self.attempts,
+            self.fn,
+            args,
+            kwargs,
+            self.context,
+            name=self.future.name,
+            task_name=opts.name,
+            flow_run_name=self.owner.name,
+            is_async=self.is_async,
+            timeout=opts.timeout_seconds,
+            resources=opts.resources,
+            runner_options=opts.runner_options,
+        )
         with _lock:
             self.attempt = attempt
-        timeout = self.options.timeout_seconds
+        timeout = opts.timeout_seconds
         if timeout is not None:
             self.timer = call_later(timeout, self._on_deadline, attempt)
         try:
             self.runner.submit(attempt)
         except BaseException as exc:
-            self.on_attempt_end(
+            self.attempt_ended(
                 attempt,
                 Crashed(
                     f"Runner {self.runner.name!r} could not accept {self.future.name!r}: "
                     f"{type(exc).__name__}: {exc}",
-                    reason="backend-error",
+                    reason=CrashReason.BACKEND_ERROR,
                     exc=exc,
                 ),
             )
@@ -272,12 +265,16 @@ class TaskRun:
 
     # -- reports from the runner ------------------------------------------------------------
 
-    def on_attempt_start(self, attempt: Attempt) -> None:
+    def is_current(self, attempt: Attempt) -> bool:
+        """Whether ``attempt`` is this run's attempt in flight."""
+        return self.attempt is attempt and not self.future.done()
+
+    def attempt_started(self, attempt: Attempt) -> None:
         """The runner started executing ``attempt``."""
         if self.attempt is attempt:
             self._transition(_RUNNING)
 
-    def on_attempt_end(self, attempt: Attempt, state: State[Any]) -> None:
+    def attempt_ended(self, attempt: Attempt, state: State[Any]) -> None:
         """The runner reports how ``attempt`` ended."""
         with _lock:
             if self.attempt is not attempt:
@@ -292,14 +289,14 @@ class TaskRun:
         if self.chained is not None and state.type is not StateType.COMPLETED:
             # It ran chained to upstream runs: if one of them did not complete, that is why.
             upstream = self.chained
-            _when_all_done(upstream, lambda: self._after_chained(upstream, state))
+            when_all_done(upstream, lambda: self._after_chained(upstream, state))
             return
         self._after_attempt(state)
 
     def _after_chained(self, upstream: list[RunFuture[Any]], state: State[Any]) -> None:
         for f in upstream:
-            if f._state.type is not StateType.COMPLETED:
-                self._finish(_not_run(f, self.future.name))
+            if f.peek().type is not StateType.COMPLETED:
+                self._finish(not_run(f, self.future.name))
                 return
         if state.type is StateType.CRASHED:
             # The upstream runs completed after all (a backend may have rerun one whose first
@@ -349,7 +346,7 @@ class TaskRun:
             message += f"; runner {self.runner.name!r} cannot stop it, so it may still be running"
         state = TimedOut(message + ".", stopped=stopped)
         if not stopped:
-            self.flow_run.warn_not_stopped(self, message)
+            self.owner.warn_not_stopped(self, message)
         self._after_attempt(state)
 
     def _stop_work(self, attempt: Attempt) -> bool:
@@ -375,30 +372,6 @@ class TaskRun:
                 stopped=stopped,
             )
         )
-
-
-def _not_run(upstream: RunFuture[Any], name: str) -> State[Any]:
-    state = upstream._state
-    detail = f" ({state.message})" if state.message else ""
-    return NotRun(
-        f"Upstream run {upstream.name!r} ended {state.name}{detail}, so {name!r} did not run."
-    )
-
-
-def _when_all_done(futures: list[RunFuture[Any]], then: Callable[[], object]) -> None:
-    """Call ``then()`` once, when every future is final (at once if they all are)."""
-    waiting = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_f: RunFuture[Any]) -> None:
-        with lock:
-            waiting[0] -= 1
-            last = waiting[0] == 0
-        if last:
-            then()
-
-    for f in futures:
-        f.add_done_callback(one_done)
 
 
 _PENDING = Pending()

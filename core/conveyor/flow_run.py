@@ -1,0 +1,360 @@
+"""
+One run of a flow: its started runner, the task runs it submitted that are not final, how its
+final state follows from them, and the one driver that runs a sync or an async body.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from conveyor._context import log_names_var
+from conveyor._engine import TaskRun
+from conveyor.exceptions import ConfigError, ConveyorError
+from conveyor.flow_run_info import FlowRunInfo
+from conveyor.futures import RunFuture
+from conveyor.options import TaskOptions
+from conveyor.run_logging import install_record_factory
+from conveyor.runners._inline import loop_inline_runner
+from conveyor.runners.protocol import ConcurrencyType, Runner
+from conveyor.runners.sequential import SequentialRunner
+from conveyor.states import FINAL_TYPES, Completed, Failed, State, StateType
+from conveyor.tasks import Task, flow_run_var
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from conveyor.plugins.manager import PluginHost
+
+__all__ = ["FlowRun"]
+
+logger = logging.getLogger("conveyor")
+
+
+class FlowRun:
+    """
+    One run of a flow: its runner, and the task runs it submitted that are not final.
+
+    Made by :meth:`conveyor.Flow.create_run`; :meth:`run` (or :meth:`run_async`) executes it
+    once: start the runner, run the body, wait for every task run, stop the runner.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        body: Callable[..., Any],
+        is_async: bool,
+        runner: Runner,
+        host: PluginHost | None,
+    ) -> None:
+        self.id = os.urandom(4).hex()
+        self.name = f"{name}-{self.id}"
+        self.body = body
+        self.is_async = is_async
+        self.runner = runner
+        self.host = host
+        self.accepting = True
+        self.info = FlowRunInfo(
+            id=self.id, name=self.name, flow_name=name, runner_name=runner.name, runner=runner
+        )
+        self._inline = SequentialRunner().start()
+        self._observe = host is not None and host.observes_task_runs()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight: set[TaskRun] = set()
+        self._failures: list[RunFuture[Any]] = []
+        self._counters: dict[str, int] = {}
+        self._warned: set[str] = set()
+        self._idle_waiters: list[Callable[[], object]] = []
+        self._summary: Counter[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<FlowRun {self.name} on {self.runner.name}>"
+
+    # -- running it -------------------------------------------------------------------------
+
+    def run(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> State[Any]:
+        """
+        Execute this run once and return its final state: start its runner, run the body (an
+        async body on a new event loop), wait for its task runs, stop the runner. The body's
+        own exceptions end in the state; ``KeyboardInterrupt`` and ``SystemExit`` are raised
+        after the cleanup.
+        """
+        if self.is_async:
+            import anyio  # deferred: only async flows need an event loop
+
+            state: State[Any] = anyio.run(lambda: self.run_async(args, kwargs))
+            return state
+        steps = _drive(self, args, kwargs or {})
+        op: Any = next(steps)
+        while True:
+            try:
+                result = _perform(self, op, args, kwargs or {})
+            except BaseException as exc:
+                try:
+                    op = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                op = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def run_async(
+        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> State[Any]:
+        """:meth:`run` for an async body, on the running event loop."""
+        steps = _drive(self, args, kwargs or {})
+        op: Any = next(steps)
+        while True:
+            try:
+                result = await _perform_async(self, op, args, kwargs or {})
+            except BaseException as exc:
+                try:
+                    op = steps.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                op = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    # -- bookkeeping used by the engine -----------------------------------------------------
+
+    def next_task_run_name(self, task_name: str) -> str:
+        """A new run name for a run of ``task_name``: ``task_name-1``, ``task_name-2``, ..."""
+        with self._lock:
+            n = self._counters.get(task_name, 0) + 1
+            self._counters[task_name] = n
+        return f"{task_name}-{n}"
+
+    def add_summary(self, counts: Counter[str]) -> None:
+        """Count the final states of this run's task runs by name into ``counts``."""
+        self._summary = counts
+
+    def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
+        """A task run of this flow run changed state."""
+        if self._observe:
+            assert self.host is not None
+            self.host.task_run_state_changed(run.future, old, new)
+        if new.type not in FINAL_TYPES:
+            return
+        with self._lock:
+            if self._summary is not None:
+                self._summary[new.name] += 1
+            self._inflight.discard(run)
+            if new.type is not StateType.COMPLETED:
+                self._failures.append(run.future)
+            if self._inflight:
+                return
+            self._idle.notify_all()
+            wakers, self._idle_waiters = self._idle_waiters, []
+        for wake in wakers:
+            wake()
+
+    def warn_not_stopped(self, run: TaskRun, message: str) -> None:
+        """Warn once per task that a timed-out run's work may still be running."""
+        with self._lock:
+            if run.options.name in self._warned:
+                return
+            self._warned.add(run.options.name)
+        logger.warning("%s. Choose a runner that can stop running work to enforce it.", message)
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        task: Task[..., Any],
+        options: TaskOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        runner: Runner | None = None,
+    ) -> RunFuture[Any]:
+        """Send one run of ``task`` to ``runner`` (the flow's) and return its future."""
+        runner = runner or self.runner
+        if options.resources and not runner.capabilities.resources:
+            msg = (
+                f"Task {task.name!r} asks for resources {options.resources!r}, but runner "
+                f"{runner.name!r} cannot honour resource requests; remove `resources` or choose "
+                "a runner that takes them (dask, ray)."
+            )
+            raise ConfigError(msg)
+        if not self.accepting:
+            msg = f"Flow run {self.name!r} has finished; submit task runs from inside its body."
+            raise ConveyorError(msg)
+        run = TaskRun(task.fn, task.is_async, options, self, runner, args, kwargs)
+        with self._lock:
+            self._inflight.add(run)
+        run.start()
+        if runner.concurrency is ConcurrencyType.SEQUENTIAL:
+            run.future.wait_unobserved()
+        return run.future
+
+    def call_inline(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``task`` here and return its value (a coroutine in async code)."""
+        if task.is_async and _in_event_loop():
+            return self._call_inline_async(task, args, kwargs)
+        future = self.submit(task, task.options, args, kwargs, runner=self._inline)
+        return future.result()
+
+    async def _call_inline_async(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        future = self.submit(task, task.options, args, kwargs, runner=loop_inline_runner())
+        return await future
+
+    # -- waiting and ending -----------------------------------------------------------------
+
+    def cancel_all(self, message: str) -> None:
+        """Cancel every task run that is not final."""
+        with self._lock:
+            runs = list(self._inflight)
+        for run in runs:
+            run.cancel(message)
+
+    def wait_all(self) -> None:
+        """Block until every submitted task run is final."""
+        with self._idle:
+            while self._inflight:
+                self._idle.wait()
+
+    async def wait_all_async(self) -> None:
+        """Await until every submitted task run is final, without blocking the loop."""
+        import asyncio  # deferred: only async flows get here
+
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter = loop.create_future()
+
+            def wake(waiter: asyncio.Future[None] = waiter) -> None:
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+            with self._lock:
+                if not self._inflight:
+                    return
+                self._idle_waiters.append(wake)
+            await waiter
+
+    def final_state(self, value: Any, error: BaseException | None) -> State[Any]:
+        """The flow run's state, from the body's outcome and its unchecked failed runs."""
+        if error is not None:
+            return Failed(error, f"The flow body raised {type(error).__name__}: {error}")
+        unchecked = [f for f in self._failures if not f.observed]
+        if not unchecked:
+            return Completed(value)
+        listed = "; ".join(f"{f.name} ({f.peek().name}: {f.peek().message})" for f in unchecked[:5])
+        more = f" and {len(unchecked) - 5} more" if len(unchecked) > 5 else ""
+        first = unchecked[0].peek().exception()
+        return Failed(
+            first,
+            f"{len(unchecked)} task run(s) did not complete and the flow never checked them: "
+            f"{listed}{more}.",
+        )
+
+
+# -- the driver: one sequence of steps for sync and async bodies ----------------------------
+# `_drive` yields what to do next (start the runner, run the body, wait for the task runs, stop
+# the runner); `FlowRun.run` does each step by blocking, `FlowRun.run_async` by awaiting, and
+# sends back the result or throws in what the step raised, so both share every rule: the
+# cancel on an early end, the second Ctrl-C guard and the final state.
+
+_START, _BODY, _WAIT, _STOP = "start", "body", "wait", "stop"
+
+
+def _drive(
+    flow_run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Generator[str, Any, State[Any]]:
+    yield _START
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        if flow_run.host is not None:
+            flow_run.host.flow_run_started(flow_run.info)
+        tokens = _activate(flow_run)
+        try:
+            value = yield _BODY
+            yield _WAIT
+        except BaseException as exc:
+            error = exc
+            flow_run.cancel_all(f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}.")
+        finally:
+            _deactivate(flow_run, tokens)
+    finally:
+        flow_run._inline.stop()
+        try:
+            yield _STOP
+        except KeyboardInterrupt:
+            # A second Ctrl-C. Landing inside the runner's stop, it is the runner's to handle;
+            # landing before that stop began, it would leave the runner (its cluster) running:
+            # stop it now.
+            if flow_run.runner.started:
+                yield _STOP
+            raise
+        except Exception:
+            if error is None:
+                raise
+            # The body's error matters more than a cleanup error; keep it and log this one.
+            logger.exception("Stopping runner %r failed.", flow_run.runner.name)
+    state = flow_run.final_state(value, error)
+    if flow_run.host is not None:
+        flow_run.host.flow_run_finished(flow_run.info, state)
+    if error is not None and not isinstance(error, Exception):
+        raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
+    return state
+
+
+def _perform(flow_run: FlowRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if op == _START:
+        return flow_run.runner.start()
+    if op == _BODY:
+        return flow_run.body(*args, **kwargs)
+    if op == _WAIT:
+        return flow_run.wait_all()
+    return flow_run.runner.stop()
+
+
+async def _perform_async(
+    flow_run: FlowRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if op == _START:
+        return await flow_run.runner.__aenter__()
+    if op == _BODY:
+        body: Coroutine[Any, Any, Any] = flow_run.body(*args, **kwargs)
+        return await body
+    if op == _WAIT:
+        return await flow_run.wait_all_async()
+    return await flow_run.runner.__aexit__(None, None, None)
+
+
+def _activate(flow_run: FlowRun) -> tuple[Any, Any]:
+    install_record_factory()
+    return flow_run_var.set(flow_run), log_names_var.set((flow_run.name, None))
+
+
+def _deactivate(flow_run: FlowRun, tokens: tuple[Any, Any]) -> None:
+    flow_run.accepting = False
+    flow_run_var.reset(tokens[0])
+    log_names_var.reset(tokens[1])
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _in_event_loop() -> bool:
+    import asyncio  # deferred: asyncio is imported only where async tasks are
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

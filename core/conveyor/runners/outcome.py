@@ -1,0 +1,84 @@
+"""
+The one mapping from how a call ended to a run's state, used in-process (by
+:class:`~conveyor.runners.Attempt`) and by the envelope of remote runners
+(:mod:`conveyor.runners.remote`).
+
+- An :class:`Exception` the user's code raised is FAILED, with that exception.
+- ``SystemExit`` is CRASHED (``system-exit``); any other ``BaseException`` is CRASHED
+  (``interrupted``), except that a ``KeyboardInterrupt`` or SIGTERM of *this very process*,
+  raised while the call ran in it, is CANCELLED: the program itself is being interrupted.
+"""
+
+from __future__ import annotations
+
+import traceback as tb_module
+from typing import Any
+
+from conveyor.exceptions import Terminated
+from conveyor.states import Cancelled, Crashed, CrashReason, Failed, State
+
+__all__ = [
+    "classify_exception",
+    "crash_message",
+    "describe_exception",
+    "format_exception",
+    "state_for_exception",
+]
+
+
+def classify_exception(exc: BaseException) -> CrashReason | None:
+    """None if ``exc`` is the user's error (FAILED); else the reason it crashes the run."""
+    if isinstance(exc, Exception):
+        return None
+    if isinstance(exc, SystemExit):
+        return CrashReason.SYSTEM_EXIT
+    return CrashReason.INTERRUPTED
+
+
+def describe_exception(exc: BaseException) -> str:
+    """What :func:`crash_message` quotes of ``exc``: the exit code for SystemExit, else str()."""
+    if isinstance(exc, SystemExit):
+        return repr(exc.code)
+    return str(exc)
+
+
+def crash_message(reason: CrashReason | str, error_type: str, error_message: str) -> str:
+    """
+    The message of a run crashed for ``reason`` by an exception of ``error_type`` (its
+    :func:`describe_exception` is ``error_message``), wherever it was raised.
+    """
+    if reason == CrashReason.SYSTEM_EXIT:
+        return f"The task called sys.exit({error_message})."
+    if reason == CrashReason.INTERRUPTED:
+        return f"The task was interrupted by {error_type}."
+    if reason == CrashReason.ARGUMENT_DESERIALIZATION:
+        return (
+            f"The task's arguments could not be unpickled on the worker: {error_type}: "
+            f"{error_message}"
+        )
+    return error_message or error_type
+
+
+def format_exception(exc: BaseException) -> str:
+    """``exc`` with its traceback, as text."""
+    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def state_for_exception(
+    exc: BaseException, *, traceback: str | None = None, in_process: bool = False
+) -> State[Any]:
+    """
+    The final state of an attempt whose call raised ``exc``; ``in_process`` when the call ran
+    in this process (then this process's own interrupt cancels it).
+    """
+    reason = classify_exception(exc)
+    if reason is None:
+        return Failed(exc, traceback=traceback)
+    if in_process and isinstance(exc, KeyboardInterrupt | Terminated):
+        return Cancelled(f"Interrupted by {type(exc).__name__} while running.", stopped=True)
+    return Crashed(
+        crash_message(reason, type(exc).__name__, describe_exception(exc)),
+        reason=reason,
+        exc=exc,
+        traceback=traceback or format_exception(exc),
+    )
