@@ -31,20 +31,20 @@ from conveyor.exceptions import (
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.flows import Flow, current_flow_run, flow
-from conveyor.futures import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    RunFuture,
-    as_completed,
-    gather,
-    wait,
-)
+from conveyor.futures import RunFuture
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.run_logging import get_run_logger
 from conveyor.runners import Attempt, Capabilities, ConcurrencyType, Runner
 from conveyor.states import CrashReason, ResultRef, State, StateType
 from conveyor.tasks import RunStream, Task, task, unmapped
+from conveyor.waiting import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    as_completed,
+    gather,
+    wait,
+)
 
 __all__ = [
     "ALL_COMPLETED",

@@ -1,43 +1,29 @@
 """
-Futures of task runs, and ``wait``/``as_completed`` for them.
+The future of a task run.
 
 A :class:`RunFuture` is what ``task.submit()`` returns. It is resolved by the run's final
 :class:`~conveyor.State`; waiting on it blocks on an event, never polls. conveyor's futures are
-lighter than :class:`concurrent.futures.Future` (a kept future costs a few hundred bytes), so
-:func:`wait` and :func:`as_completed` here are the exact equivalents of the standard library's.
+lighter than :class:`concurrent.futures.Future` (a kept future costs a few hundred bytes);
+:mod:`conveyor.waiting` has the exact equivalents of the standard library's ``wait`` and
+``as_completed`` for them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from conveyor._blocking import current_seceder
-from conveyor.states import FINAL_TYPES, ResultRef, State
+from conveyor.states import FINAL_TYPES, State
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = [
-    "ALL_COMPLETED",
-    "FIRST_COMPLETED",
-    "FIRST_EXCEPTION",
-    "Cancellable",
-    "DoneAndNotDone",
-    "RunFuture",
-    "as_completed",
-    "gather",
-    "wait",
-]
+__all__ = ["Cancellable", "RunFuture", "call_callback"]
 
 T = TypeVar("T")
-
-FIRST_COMPLETED = "FIRST_COMPLETED"
-FIRST_EXCEPTION = "FIRST_EXCEPTION"
-ALL_COMPLETED = "ALL_COMPLETED"
 
 logger = logging.getLogger("conveyor")
 
@@ -164,14 +150,14 @@ class RunFuture(Generic[T]):
         return self.result()
 
     async def _wait_async(self) -> None:
-        import asyncio
+        import asyncio  # deferred: only awaiting code needs it
 
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is None:  # another event loop (trio): wait in a worker thread
-            import anyio.to_thread
+            import anyio.to_thread  # deferred: only trio code gets here
 
             await anyio.to_thread.run_sync(self.wait)
             return
@@ -204,7 +190,7 @@ class RunFuture(Generic[T]):
         callback raises are logged and ignored.
         """
         if not self.add_callback(fn):
-            _call(fn, self)
+            call_callback(fn, self)
 
     # -- driven by the engine -------------------------------------------------------------
 
@@ -264,7 +250,7 @@ class RunFuture(Generic[T]):
             self._owner = None
         if callbacks:
             for fn in callbacks:
-                _call(fn, self)
+                call_callback(fn, self)
         return True
 
 
@@ -273,161 +259,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _call(fn: Callable[[RunFuture[Any]], object], future: RunFuture[Any]) -> None:
+def call_callback(fn: Callable[[RunFuture[Any]], object], future: RunFuture[Any]) -> None:
     try:
         fn(future)
     except Exception:
         logger.exception("A done callback of %s raised; ignoring it.", future.name)
-
-
-class DoneAndNotDone(NamedTuple):
-    """What :func:`wait` returns: the futures that are done, and those that are not."""
-
-    done: set[RunFuture[Any]]
-    not_done: set[RunFuture[Any]]
-
-
-def _failed(f: RunFuture[Any]) -> bool:
-    t = f._state.type
-    return t in FINAL_TYPES and not f._state.is_completed()
-
-
-def wait(
-    futures: Iterable[RunFuture[Any]],
-    timeout: float | None = None,
-    return_when: str = ALL_COMPLETED,
-) -> DoneAndNotDone:
-    """
-    Wait for futures, exactly as :func:`concurrent.futures.wait` does.
-
-    ``return_when`` is :data:`FIRST_COMPLETED`, :data:`FIRST_EXCEPTION` (any final state other
-    than COMPLETED) or :data:`ALL_COMPLETED`. Returns ``(done, not_done)``.
-    """
-    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
-        msg = f"return_when={return_when!r} is not one of FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED."
-        raise ValueError(msg)
-    fs = set(futures)
-    cond = threading.Condition()
-    finished: list[RunFuture[Any]] = []
-
-    def on_done(f: RunFuture[Any]) -> None:
-        with cond:
-            finished.append(f)
-            cond.notify()
-
-    pending = set()
-    for f in fs:
-        f._observed = True
-        if f.add_callback(on_done):
-            pending.add(f)
-
-    def satisfied() -> bool:
-        if return_when == ALL_COMPLETED or not pending:
-            return not pending
-        if return_when == FIRST_COMPLETED:
-            return len(pending) < len(fs)
-        return any(_failed(f) for f in fs - pending)
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with cond:
-        while True:
-            pending.difference_update(finished)
-            finished.clear()
-            if satisfied():
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            cond.wait(remaining)
-    for f in pending:
-        f.remove_callback(on_done)
-    return DoneAndNotDone(fs - pending, pending)
-
-
-def gather(
-    futures: Iterable[RunFuture[Any]], timeout: float | None = None, raise_on_failure: bool = True
-) -> list[Any]:
-    """
-    Wait for every future and return their values, in order.
-
-    Like ``[f.result() for f in futures]``, but values that live on a backend (a Dask worker,
-    the Ray object store) are fetched together, in one round trip per backend instead of one
-    per run. Raises the first failed run's exception (in order), or with
-    ``raise_on_failure=False`` puts the exception in its place. Raises :class:`TimeoutError`
-    if some run is not final after ``timeout`` seconds.
-    """
-    fs = list(futures)
-    _, not_done = wait(fs, timeout=timeout)
-    if not_done:
-        msg = f"{len(not_done)} (of {len(fs)}) runs did not finish within {timeout} s."
-        raise TimeoutError(msg)
-    values: list[Any] = [None] * len(fs)
-    failed: list[int] = []
-    remote: dict[type[ResultRef[Any]], list[int]] = {}
-    for i, f in enumerate(fs):
-        state = f._state
-        if not state.is_completed():
-            values[i] = state.exception()
-            failed.append(i)
-        elif isinstance(state.data, ResultRef):
-            remote.setdefault(type(state.data), []).append(i)
-        else:
-            values[i] = state.data
-    for cls, indexes in remote.items():
-        fetched = cls.get_many([fs[i]._state.data for i in indexes])
-        for i, value in zip(indexes, fetched, strict=True):
-            values[i] = value
-            if isinstance(value, BaseException):
-                failed.append(i)
-    if raise_on_failure and failed:
-        error = values[min(failed)]
-        assert isinstance(error, BaseException)
-        raise error
-    return values
-
-
-def as_completed(
-    futures: Iterable[RunFuture[T]], timeout: float | None = None
-) -> Iterator[RunFuture[T]]:
-    """
-    Yield futures as they finish, exactly as :func:`concurrent.futures.as_completed` does.
-
-    Raises :class:`TimeoutError` if some are still not final after ``timeout`` seconds.
-    """
-    fs = set(futures)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cond = threading.Condition()
-    finished: list[RunFuture[T]] = []
-
-    def on_done(f: RunFuture[T]) -> None:
-        with cond:
-            finished.append(f)
-            cond.notify()
-
-    pending: set[RunFuture[T]] = set()
-    ready: list[RunFuture[T]] = []
-    for f in fs:
-        f._observed = True
-        if f.add_callback(on_done):
-            pending.add(f)
-        else:
-            ready.append(f)
-    try:
-        yield from ready
-        while pending:
-            with cond:
-                while not finished:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        msg = (
-                            f"{len(pending)} (of {len(fs)}) runs did not finish within {timeout} s."
-                        )
-                        raise TimeoutError(msg)
-                    cond.wait(remaining)
-                batch, finished[:] = list(finished), []
-            for f in batch:
-                pending.discard(f)
-                yield f
-    finally:
-        for f in pending:
-            f.remove_callback(on_done)

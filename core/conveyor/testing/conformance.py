@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.exceptions import RunnerNotStartedError
 from conveyor.flows import flow
 from conveyor.futures import RunFuture
 from conveyor.plugins.hookspecs import hookimpl
@@ -100,7 +101,6 @@ class RunnerConformance:
 
     def test_refuses_to_submit_before_start(self, runner: Runner) -> None:
         """Submitting to a runner that is not started raises a clear error."""
-        from conveyor.exceptions import RunnerNotStartedError
 
         @flow(runner=runner.duplicate())
         def probe() -> None:
