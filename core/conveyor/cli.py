@@ -174,8 +174,9 @@ def _signal_guard(reinstall: Any) -> object:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from conveyor._signals import Terminated, exit_code, interrupt_handling, kill_descendants
+    from conveyor._signals import exit_code, interrupt_handling, kill_descendants
     from conveyor.config import cli_overrides
+    from conveyor.exceptions import Terminated
     from conveyor.plugins.manager import get_host
     from conveyor.states import Cancelled, StateType
 

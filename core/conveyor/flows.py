@@ -60,7 +60,7 @@ class Flow(Generic[P, R]):
                 )
                 raise ConfigError(msg)
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow")
+        self.name: str = name or getattr(fn, "__name__", None) or "flow"
         self.runner = runner
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)

@@ -141,7 +141,7 @@ class CrashReason(str, enum.Enum):
     )
 
     def __str__(self) -> str:
-        return self.value
+        return str.__str__(self)
 
     def __repr__(self) -> str:
         return f"CrashReason.{self.name}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +30,17 @@ import pytest
 from conveyor.exceptions import RunnerNotStartedError
 from conveyor.flows import flow
 from conveyor.futures import RunFuture
-from conveyor.plugins.hookspecs import hookimpl
-from conveyor.plugins.manager import PluginHost, use_host
+from conveyor.plugins.manager import PluginHost, get_host, use_host
 from conveyor.runners.protocol import ConcurrencyType, Runner
-from conveyor.states import State, StateType
+from conveyor.states import CrashReason, State, StateType
 from conveyor.testing import _tasks as t
+from conveyor.testing._recording import Recorder, assert_reasons_are_members
 from conveyor.testing._waiting import wait_until
 
 __all__ = ["RunnerConformance"]
 
 # Generous bounds: they stop a broken runner from hanging the suite; they are not timings.
 BOUND = 60.0
-
-
-class _Recorder:
-    """An observer plugin that records every state change of every task run."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.changes: list[tuple[str, State[Any], State[Any]]] = []
-
-    @hookimpl
-    def conveyor_task_run_state_changed(
-        self, future: RunFuture[Any], old: State[Any], new: State[Any]
-    ) -> None:
-        with self.lock:
-            self.changes.append((future.name, old, new))
-
-    def finals(self) -> Counter[str]:
-        with self.lock:
-            return Counter(name for name, _, new in self.changes if new.is_final())
 
 
 class RunnerConformance:
@@ -74,10 +54,23 @@ class RunnerConformance:
 
     @pytest.fixture
     def recorder(self) -> Any:
-        recorder = _Recorder()
+        recorder = Recorder()
         host = PluginHost(entry_points=False, extra_plugins=[("recorder", recorder)])
         with use_host(host):
             yield recorder
+        assert_reasons_are_members(recorder)
+
+    @pytest.fixture(autouse=True)
+    def _crash_reasons_are_members(self) -> Any:
+        """Every case: each CRASHED state the runner reports has a CrashReason member."""
+        watcher = Recorder()
+        host = get_host()
+        host.register(watcher, name="conveyor-conformance-reasons")
+        try:
+            yield
+        finally:
+            host.unregister(watcher)
+        assert_reasons_are_members(watcher)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -193,7 +186,7 @@ class RunnerConformance:
 
         state, after = exiting()
         assert state.type is StateType.CRASHED
-        assert state.reason == "system-exit"
+        assert state.reason is CrashReason.SYSTEM_EXIT
         assert after == 4
 
     def test_unchecked_failure_fails_the_flow(self, runner: Runner) -> None:
@@ -344,7 +337,7 @@ class RunnerConformance:
         assert not runner.started
 
     def test_every_run_ends_in_exactly_one_final_state(
-        self, runner: Runner, recorder: _Recorder, tmp_path: Path
+        self, runner: Runner, recorder: Recorder, tmp_path: Path
     ) -> None:
         """Every submitted run is final when the flow returns, and became final exactly once."""
         slow = t.sleep_then_mark.with_options(timeout_seconds=0.3)
