@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conveyor.plugins.hookspecs import hookimpl
+from conveyor.runners import ConcurrentRunner, SequentialRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
@@ -14,8 +15,6 @@ if TYPE_CHECKING:
 
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
-    from conveyor.runners.concurrent import ConcurrentRunner
-    from conveyor.runners.sequential import SequentialRunner
-
+    """Register ``sequential`` and ``concurrent``."""
     registry.add(SequentialRunner)
     registry.add(ConcurrentRunner)
