@@ -12,6 +12,7 @@ import pytest
 
 import conveyor
 from conveyor.cli import main
+from conveyor.plugins import PluginHost, use_host
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = """
@@ -171,3 +172,22 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     """`conveyor` alone prints help and exits 2."""
     assert main([]) == 2
     assert "runners" in capsys.readouterr().out
+
+
+def test_run_in_process_twice_leaves_the_host_as_it_was(
+    flows: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main(['run', ...]) called twice in one process runs both and unregisters its helper."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    target = flows.with_name("in_process_flows.py")
+    target.write_text(FLOWS)
+    host = PluginHost(entry_points=False)
+    try:
+        with use_host(host):
+            for _ in range(2):
+                assert main(["run", f"{target}:adds", "--runner", "sequential", "--json"]) == 0
+                assert json.loads(capsys.readouterr().out)["task_runs"] == {"Completed": 2}
+                assert host.plugin_names() == ["conveyor"]
+        assert host.problems() == []
+    finally:
+        sys.modules.pop("in_process_flows", None)

@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
-from conveyor import ConfigError, UnknownRunnerError, current_flow_run, flow
-from conveyor.config import cli_overrides, find_config, resolve_runner
-from conveyor.plugins import PluginHost
+from conveyor import ConfigError, FlowRunInfo, UnknownRunnerError, flow, hookimpl
+from conveyor.config import build_runner, cli_overrides, find_config, resolve_runner
+from conveyor.plugins import PluginHost, RunnerRegistry, use_host
 from conveyor.runners import ConcurrentRunner, SequentialRunner
+
+if TYPE_CHECKING:
+    from decimal import Decimal  # only for type checking: not resolvable when options are read
+
+
+@attrs.define(kw_only=True)
+class Typed(SequentialRunner):
+    """A runner whose options have resolvable, inherited and unresolvable annotations."""
+
+    name = "typed"
+    count: int = 1
+    ratio: float | None = None
+    names: list[str] = attrs.Factory(list)
+    exact: Decimal | None = None
+
+
+@attrs.define(kw_only=True)
+class MoreTyped(Typed):
+    """A subclass that inherits Typed's options and adds one."""
+
+    name = "more-typed"
+    label: str = ""
+
+
+class RegistersTyped:
+    @hookimpl
+    def conveyor_register_runners(self, registry: RunnerRegistry) -> None:
+        registry.add(Typed)
+        registry.add(MoreTyped)
 
 
 @pytest.fixture
@@ -65,14 +96,24 @@ class TestPrecedence:
         """CONVEYOR_RUNNER overrides @flow(runner=...) for a real flow call."""
         monkeypatch.setenv("CONVEYOR_RUNNER", "sequential")
 
-        @flow(runner="concurrent")
-        def f() -> str:
-            run = current_flow_run()
-            assert run is not None
-            return run.runner.name
+        class RunnerNames:
+            def __init__(self) -> None:
+                self.names: list[str] = []
 
-        assert f() == "sequential"
-        assert f.with_options(runner="concurrent")() == "concurrent"
+            @hookimpl
+            def conveyor_flow_run_started(self, flow_run: FlowRunInfo) -> None:
+                self.names.append(flow_run.runner.name)
+
+        seen = RunnerNames()
+        with use_host(PluginHost(entry_points=False, extra_plugins=[("names", seen)])):
+
+            @flow(runner="concurrent")
+            def f() -> None:
+                pass
+
+            f()
+            f.with_options(runner="concurrent")()
+        assert seen.names == ["sequential", "concurrent"]
 
 
 class TestOptions:
@@ -145,6 +186,24 @@ class TestErrors:
         _pyproject(project, '[tool.conveyor.runners.concurrent]\nmax_workers = "four"\n')
         with pytest.raises(ConfigError, match=r"`max_workers='four'`.*wrong type; it takes int"):
             resolve_runner(host=host)
+
+    @pytest.mark.parametrize("name", ["typed", "more-typed"])
+    def test_option_types_come_from_resolved_annotations(self, name: str) -> None:
+        """Annotations are resolved where declared; one that cannot be resolved goes unchecked."""
+        host = PluginHost(entry_points=False, extra_plugins=[("typed", RegistersTyped())])
+        good = {"count": 2, "ratio": 3, "names": ["a"], "exact": "1.5"}
+        assert build_runner(name, good, host=host).count == 2  # type: ignore[attr-defined]
+        for option, value, expected in [
+            ("count", True, "int"),
+            ("ratio", "x", "float | None"),
+            ("names", "a", "list[str]"),
+        ]:
+            message = rf"`{option}={value!r}`.*it takes {re.escape(expected)}\."
+            with pytest.raises(ConfigError, match=message):
+                build_runner(name, {option: value}, host=host)
+        if name == "more-typed":
+            with pytest.raises(ConfigError, match="`label=3` has the wrong type; it takes str"):
+                build_runner(name, {"label": 3}, host=host)
 
     def test_bad_value_is_rejected_by_the_runner(self, project: Path, host: PluginHost) -> None:
         """A value of the right type but invalid is rejected with the runner's message."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ConfigError, PluginError, flow, hookimpl
+from conveyor import ConfigError, FlowRunInfo, PluginError, flow, hookimpl
 from conveyor.config import build_runner
 from conveyor.plugins import PluginHost, RunnerRegistry, use_host
 from conveyor.plugins.hookspecs import hookspec
@@ -111,6 +111,31 @@ class TestDiscovery:
         assert "concurrent" in host.registry.names()
         problem = next(p for p in host.problems() if p.plugin == "raiser")
         assert "conveyor_register_runners failed: RuntimeError: hook exploded" in problem.error
+
+    def test_broken_plugin_keeps_none_of_its_runners(self, site: Path) -> None:
+        """A plugin that registered a runner and then raised is broken, without that runner."""
+        source = RUNNER_MODULE.format(cls="Half", name="half").replace(
+            "registry.add(Half)", "registry.add(Half)\n    raise RuntimeError('second step failed')"
+        )
+        _install(site, "conveyor-half", "half", "half_plugin", source, "0.9")
+        _install(
+            site,
+            "conveyor-fake",
+            "fake",
+            "fake_plugin",
+            RUNNER_MODULE.format(cls="Fake", name="fake"),
+        )
+        host = PluginHost()
+        assert host.runner("half") is None
+        assert host.runner("fake") is not None
+        problem = next(p for p in host.problems() if p.plugin == "half")
+        assert (problem.distribution, problem.version, problem.status) == (
+            "conveyor-half",
+            "0.9",
+            "broken",
+        )
+        assert "RuntimeError: second step failed" in problem.error
+        assert "half" not in host.plugin_names()
 
     def test_misspelt_hook_is_caught(self, site: Path) -> None:
         """A conveyor_* hook implementation with no matching spec is refused (check_pending)."""
@@ -256,6 +281,80 @@ class TestHooks:
         finals = [name for name, _, new in recorder.changes if new in {"Completed", "Failed"}]
         assert len(finals) == len(set(finals)) == 200
         assert threading.active_count() >= 1
+
+
+class TestThroughPluggy:
+    def test_register_hook_is_called_through_pluggy(self) -> None:
+        """A new-style wrapper hookimpl runs: the host calls hooks through pluggy, never raw."""
+
+        class Wrapping:
+            @hookimpl(wrapper=True)
+            def conveyor_register_runners(self, registry: RunnerRegistry) -> Any:
+                registry.add(SequentialRunner, name="wrapped")
+                return (yield)
+
+        host = PluginHost(entry_points=False, extra_plugins=[("w", Wrapping())])
+        entry = host.runner("wrapped")
+        assert entry is not None and entry.plugin == "w"
+        assert host.problems() == []
+
+    def test_each_plugin_registers_through_its_own_call(self) -> None:
+        """The register hook runs once per plugin, each plugin's runners attributed to it."""
+        calls: list[str] = []
+
+        def plugin(label: str) -> object:
+            class Registers:
+                @hookimpl
+                def conveyor_register_runners(self, registry: RunnerRegistry) -> None:
+                    calls.append(label)
+                    registry.add(SequentialRunner, name=f"from-{label}")
+
+            return Registers()
+
+        host = PluginHost(
+            entry_points=False, extra_plugins=[("a", plugin("a")), ("b", plugin("b"))]
+        )
+        assert [e.plugin for e in host.registry.entries() if e.name.startswith("from-")] == [
+            "a",
+            "b",
+        ]
+        assert calls == ["a", "b"]
+
+    def test_flow_hooks_receive_a_frozen_record(self) -> None:
+        """The flow-run hooks get a FlowRunInfo naming the run, its flow and its runner."""
+        seen: list[FlowRunInfo] = []
+
+        class Records:
+            @hookimpl
+            def conveyor_flow_run_started(self, flow_run: FlowRunInfo) -> None:
+                seen.append(flow_run)
+
+            @hookimpl
+            def conveyor_flow_run_finished(self, flow_run: FlowRunInfo, state: Any) -> None:
+                seen.append(flow_run)
+
+        with use_host(PluginHost(entry_points=False, extra_plugins=[("r", Records())])):
+
+            @flow(name="recorded", runner="sequential")
+            def f() -> None:
+                pass
+
+            f()
+        assert len(seen) == 2 and seen[0] == seen[1]
+        info = seen[0]
+        assert isinstance(info, FlowRunInfo)
+        assert (info.flow_name, info.runner_name, info.runner.name) == (
+            "recorded",
+            "sequential",
+            "sequential",
+        )
+        assert info.name == f"recorded-{info.id}"
+
+    def test_unregistering_a_plugin_that_never_loaded_is_harmless(self) -> None:
+        """unregister() of a plugin the host refused (or never saw) leaves the host as it was."""
+        host = PluginHost(entry_points=False)
+        host.unregister(object())
+        assert host.plugin_names() == ["conveyor"]
 
 
 class TestMeta:

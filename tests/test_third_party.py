@@ -5,7 +5,8 @@ The plugin is installed the way pip leaves a distribution on disk, without pip o
 a ``conveyor_subprocess-<version>.dist-info`` folder (its ``METADATA`` and ``entry_points.txt``
 written from the example's own ``pyproject.toml``) in a temporary folder on ``sys.path``, next
 to the example's source folder (the idea of importlib_metadata's ``DistInfoPkg`` fixture).
-``importlib.metadata``, and so conveyor's plugin host, find it like any installed distribution.
+conveyor's plugin host, which reads the ``*.dist-info`` folders on ``sys.path`` itself as
+``importlib.metadata`` would, finds it like any installed distribution.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def _write_dist_info(site: Path, project: dict[str, Any]) -> None:
 
 
 def _subprocess_env(pythonpath: list[str]) -> dict[str, str]:
+    """This process's environment without CONVEYOR_*, with ``pythonpath`` put first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    env["PYTHONPATH"] = os.pathsep.join([*pythonpath, *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 

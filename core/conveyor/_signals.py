@@ -1,6 +1,9 @@
 """
 Interrupts for the CLI: SIGINT and SIGTERM run the normal shutdown once; a second signal exits
 at once, after killing every process this one started.
+
+Process trees are read through psutil where it can be imported (it comes with both plugins),
+and from ``/proc`` only where it cannot.
 """
 
 from __future__ import annotations
@@ -13,8 +16,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from conveyor.exceptions import Terminated
+
+try:
+    import psutil  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - psutil comes with both plugins; tests force the fallback
+    psutil = None
+
+__all__ = [
+    "descendants",
+    "exit_code",
+    "interrupt_handling",
+    "kill_descendants",
+    "proc_descendants",
+]
+
+# A platform without SIGKILL (Windows) ends a process with what it has; psutil's kill() does
+# the right thing there, this is for the /proc fallback.
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 
 
 def exit_code(signum: int) -> int:
@@ -22,8 +43,8 @@ def exit_code(signum: int) -> int:
     return 128 + signum
 
 
-def descendants(pid: int | None = None) -> list[int]:
-    """PIDs of every living descendant of ``pid`` (default: this process), from /proc."""
+def proc_descendants(pid: int | None = None) -> list[int]:
+    """PIDs of every living descendant of ``pid`` (default: this process), read from /proc."""
     root = os.getpid() if pid is None else pid
     children: dict[int, list[int]] = {}
     try:
@@ -51,32 +72,83 @@ def descendants(pid: int | None = None) -> list[int]:
     return found
 
 
+def descendants(pid: int | None = None) -> list[int]:
+    """
+    PIDs of every living (not zombie) descendant of ``pid`` (default: this process): through
+    psutil, or from /proc where psutil is not installed.
+    """
+    if psutil is None:
+        return proc_descendants(pid)
+    return [proc.pid for proc in _PsutilTree.living(pid)]
+
+
+class _PsutilTree:
+    """Processes as ``psutil.Process`` objects, which are safe against PID reuse."""
+
+    @staticmethod
+    def living(pid: int | None) -> list[Any]:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        return [c for c in children if _PsutilTree.alive(c)]
+
+    @staticmethod
+    def alive(proc: Any) -> bool:
+        try:
+            return bool(proc.status() != psutil.STATUS_ZOMBIE)
+        except psutil.Error:
+            return False
+
+    @staticmethod
+    def end(proc: Any, hard: bool) -> None:
+        try:
+            if hard:
+                proc.kill()
+            else:
+                proc.terminate()
+        except psutil.Error:
+            pass
+
+
+class _ProcTree:
+    """Processes as PIDs from /proc: the fallback where psutil is not installed."""
+
+    living = staticmethod(proc_descendants)
+
+    @staticmethod
+    def alive(pid: Any) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+        except (OSError, IndexError):
+            return False
+
+    @staticmethod
+    def end(pid: Any, hard: bool) -> None:
+        try:
+            os.kill(pid, _KILL if hard else signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _tree() -> type[_PsutilTree] | type[_ProcTree]:
+    return _ProcTree if psutil is None else _PsutilTree
+
+
 def kill_descendants(grace: float = 3.0) -> None:
-    """SIGTERM every descendant process, then SIGKILL those still alive after ``grace`` s."""
-    pids = descendants()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
+    """Terminate every descendant process, then kill those still alive after ``grace`` s."""
+    tree = _tree()
+    procs = tree.living(None)
+    for proc in procs:
+        tree.end(proc, hard=False)
     deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
-        if pids:
+    while procs and time.monotonic() < deadline:
+        procs = [p for p in procs if tree.alive(p)]
+        if procs:
             time.sleep(0.05)
-    for pid in descendants() + pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
+    for proc in tree.living(None) + procs:
+        tree.end(proc, hard=True)
 
 
 @contextmanager
@@ -97,11 +169,9 @@ def interrupt_handling() -> Iterator[Callable[[], None]]:
         received.append(signum)
         if len(received) > 1:
             sys.stderr.write("conveyor: second interrupt, exiting now\n")
-            for pid in descendants():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            tree = _tree()
+            for proc in tree.living(None):
+                tree.end(proc, hard=True)
             os._exit(exit_code(received[0]))
         if signum == signal.SIGTERM:
             raise Terminated

@@ -14,14 +14,21 @@ import json
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._version import __version__
+from conveyor.exceptions import ConfigError, PluginError, Terminated
+from conveyor.flows import Flow
+from conveyor.plugins.hookspecs import hookimpl
+from conveyor.plugins.manager import get_host
+from conveyor.states import Cancelled, StateType
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from conveyor.flows import Flow
+    from conveyor.flow_run_info import FlowRunInfo
 
 __all__ = ["main"]
 
@@ -66,8 +73,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
-    from conveyor.exceptions import ConfigError
-
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -84,11 +89,6 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
 
 
 def _load_flow(target: str) -> Flow[..., Any]:
-    from pathlib import Path
-
-    from conveyor.exceptions import ConfigError
-    from conveyor.flows import Flow
-
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         msg = f"Target {target!r} is not FILE.py:FLOW or module:FLOW; name the flow after a colon."
@@ -122,8 +122,6 @@ def _load_flow(target: str) -> Flow[..., Any]:
 
 
 def _cmd_runners(args: argparse.Namespace) -> int:
-    from conveyor.plugins.manager import get_host
-
     host = get_host()
     entries = [e.describe() for e in host.registry.entries()]
     problems = [p.describe() for p in host.problems()]
@@ -161,44 +159,48 @@ def _cmd_runners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _signal_guard(reinstall: Any) -> object:
+class _SignalGuard:
     """A plugin that puts the CLI's signal handlers back once a flow run's runner started."""
-    from conveyor.plugins.hookspecs import hookimpl
 
-    class SignalGuard:
-        @hookimpl
-        def conveyor_flow_run_started(self, flow_run: Any) -> None:
-            reinstall()
+    def __init__(self, reinstall: Callable[[], None]) -> None:
+        self.reinstall = reinstall
 
-    return SignalGuard()
+    @hookimpl
+    def conveyor_flow_run_started(self, flow_run: FlowRunInfo) -> None:
+        self.reinstall()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Deferred: config-file reading and the signal handling (psutil) only `conveyor run` needs,
+    # so that `conveyor runners` and `--help` stay light.
     from conveyor._signals import exit_code, interrupt_handling, kill_descendants
     from conveyor.config import cli_overrides
-    from conveyor.exceptions import Terminated
-    from conveyor.plugins.manager import get_host
-    from conveyor.states import Cancelled, StateType
 
     options = _pairs(args.option, "Option")
     params = _pairs(args.param, "Parameter")
     flow = _load_flow(args.target)
+
     interrupted: BaseException | None = None
+    host = get_host()
     with cli_overrides(args.runner, options), interrupt_handling() as reinstall:
-        get_host().register(_signal_guard(reinstall), name="conveyor-cli-signals")
-        flow_run = flow.create_run()
-        counts: Counter[str] = Counter()
-        flow_run.add_summary(counts)
+        guard = _SignalGuard(reinstall)
+        host.register(guard, name="conveyor-cli-signals")
         try:
-            state = flow_run.run((), params)
-        except (KeyboardInterrupt, Terminated) as exc:
-            # The flow run cancelled its runs and stopped its runner; make sure nothing it
-            # started outlives us, then report.
-            interrupted = exc
-            kill_descendants()
-            state = Cancelled(
-                f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}."
-            )
+            flow_run = flow.create_run()
+            counts: Counter[str] = Counter()
+            flow_run.add_summary(counts)
+            try:
+                state = flow_run.run((), params)
+            except (KeyboardInterrupt, Terminated) as exc:
+                # The flow run cancelled its runs and stopped its runner; make sure nothing it
+                # started outlives us, then report.
+                interrupted = exc
+                kill_descendants()
+                state = Cancelled(
+                    f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}."
+                )
+        finally:
+            host.unregister(guard)
     summary = {
         "flow_run": flow_run.name,
         "runner": flow_run.runner.name,
@@ -226,8 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from conveyor.exceptions import ConfigError, PluginError
-
     try:
         if args.command == "runners":
             return _cmd_runners(args)

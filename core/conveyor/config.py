@@ -27,6 +27,7 @@ import re
 import sys
 import types
 import typing
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from conveyor.exceptions import ConfigError, UnknownRunnerError
-from conveyor.runners.protocol import Runner
+from conveyor.runners import Runner
+from conveyor.validators import matches_type, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -226,10 +228,10 @@ def build_runner(
     for key, value in options.items():
         field = accepted[key]
         expected = hints.get(field.name)
-        if expected is not None and not _matches(value, expected):
+        if expected is not None and not matches_type(value, expected):
             msg = (
                 f"Runner {name!r}: option `{key}={value!r}`{where} has the wrong type; it takes "
-                f"{_type_name(expected)}. Options: {', '.join(sorted(accepted))}."
+                f"{type_name(expected)}. Options: {', '.join(sorted(accepted))}."
             )
             raise ConfigError(msg)
     try:
@@ -262,57 +264,40 @@ def _unknown(name: str, host: PluginHost) -> ConfigError:
     )
 
 
+_HINTS: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _hints(cls: type[Runner]) -> dict[str, Any]:
-    """The evaluated types of the runner's init fields (those that can be evaluated)."""
-    namespaces = [
-        vars(sys.modules[c.__module__]) for c in cls.__mro__ if c.__module__ in sys.modules
-    ]
-    hints: dict[str, Any] = {}
-    for field in attrs.fields(cls):
-        if not field.init:
-            continue
-        annotation = field.type
-        if isinstance(annotation, str):
-            for ns in namespaces:
-                try:
-                    annotation = eval(annotation, dict(ns))
-                    break
-                except Exception:
-                    continue
-            else:
-                continue
-        hints[field.name] = annotation
+    """
+    The resolved types of the runner's init fields, by field name (resolved once per class).
+    A field whose annotation cannot be resolved at run time (it names something imported only
+    for type checking) is left out: its option gets no type check here, only the runner's own
+    validation.
+    """
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = {}
+        for field in attrs.fields(cls):
+            if field.init:
+                hint = _resolve(cls, field.name, field.type)
+                if hint is not None:
+                    hints[field.name] = hint
+        _HINTS[cls] = hints
     return hints
 
 
-def _matches(value: Any, expected: Any) -> bool:
-    """A shallow type check for option values from files, env and the CLI."""
-    if expected is Any:
-        return True
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if origin is not None:
-        expected = origin
-    if not isinstance(expected, type):
-        return True
-    if expected is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected in (dict, Mapping):
-        return isinstance(value, Mapping)
-    if expected is tuple or expected is list:
-        return isinstance(value, list | tuple)
-    try:
-        return isinstance(value, expected)
-    except TypeError:
-        return True
-
-
-def _type_name(expected: Any) -> str:
-    if isinstance(expected, type):
-        return expected.__name__
-    return str(expected).replace("typing.", "")
+def _resolve(cls: type, name: str, declared: Any) -> Any:
+    """The annotation of ``name`` where ``cls`` or its nearest base declares it, resolved."""
+    for owner in cls.__mro__:
+        annotations = vars(owner).get("__annotations__", {})
+        if name in annotations:
+            module = sys.modules.get(owner.__module__)
+            holder = types.SimpleNamespace(__annotations__={name: annotations[name]})
+            try:
+                hints = typing.get_type_hints(
+                    holder, globalns=vars(module) if module else {}, localns=dict(vars(owner))
+                )
+            except Exception:  # NameError for a type-checking-only name, or a bad annotation
+                return None
+            return hints[name]
+    return None if isinstance(declared, str) else declared

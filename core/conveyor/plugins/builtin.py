@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conveyor.plugins.hookspecs import hookimpl
-from conveyor.runners.concurrent import ConcurrentRunner
-from conveyor.runners.sequential import SequentialRunner
+from conveyor.runners import ConcurrentRunner, SequentialRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
@@ -18,6 +17,6 @@ __all__ = ["conveyor_register_runners"]
 
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
-    """Register the core's runners."""
+    """Register ``sequential`` and ``concurrent``."""
     registry.add(SequentialRunner)
     registry.add(ConcurrentRunner)

@@ -2,10 +2,18 @@
 The plugin host: loads plugins from entry points, one at a time, and is the only code that
 calls their hooks.
 
-Loading follows three rules: a plugin that fails to import, fails validation (a misspelt
-``conveyor_*`` hook) or raises in its hook is reported and skipped; a plugin named in
-``CONVEYOR_BLOCK_PLUGINS`` (comma-separated entry-point or distribution names) is not loaded;
-and nothing heavy is imported, because runners import their backends only when they start.
+Entry points come from :mod:`conveyor.plugins._metadata`, which reads the ``*.dist-info``
+folders on ``sys.path`` itself (not through ``importlib.metadata``). Loading follows three
+rules: a plugin that fails to import, fails validation (a misspelt ``conveyor_*`` hook, found
+by pluggy's ``check_pending``) or raises in its ``conveyor_register_runners`` hook is reported
+with its distribution, version and error, and skipped, keeping none of the runners it added; a
+plugin named in ``CONVEYOR_BLOCK_PLUGINS`` (comma-separated entry-point or distribution names)
+is not loaded; and nothing heavy is imported, because runners import their backends only when
+they start.
+
+Every hook is called through pluggy's hook callers, so pluggy's tracing and wrappers apply;
+the registration hook through a caller restricted to the one plugin being loaded, so that its
+failure is that plugin's.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import attrs
 import pluggy
 
 from conveyor._version import __version__
-from conveyor.plugins import _metadata, builtin, hookspecs
+from conveyor.plugins import builtin, hookspecs
+from conveyor.plugins._metadata import conveyor_entry_points
 from conveyor.plugins.registry import RunnerEntry, RunnerRegistry
 
 if TYPE_CHECKING:
-    from conveyor.flows import FlowRun
+    from conveyor.flow_run_info import FlowRunInfo
     from conveyor.futures import RunFuture
     from conveyor.states import State
 
@@ -94,7 +103,7 @@ class PluginHost:
             self._loaded = True
             self._add("conveyor", builtin, "conveyor", __version__)
             if self._use_entry_points:
-                for ep in _metadata.conveyor_entry_points():
+                for ep in conveyor_entry_points():
                     if ep.name in self._blocked or ep.distribution in self._blocked:
                         self._problems.append(
                             PluginProblem(
@@ -140,14 +149,17 @@ class PluginHost:
             self._pm.unregister(plugin)
             self._broken(name, dist, version, "validation", exc)
             return
-        for impl in self._pm.hook.conveyor_register_runners.get_hookimpls():
-            if impl.plugin is not plugin:
-                continue
-            try:
-                impl.function(registry=self._registry._scoped(name, dist, version))
-            except Exception as exc:
-                self._pm.unregister(plugin)
-                self._broken(name, dist, version, "conveyor_register_runners", exc)
+        # Its own registry, merged into the host's only if the hook returns.
+        added = RunnerRegistry(plugin=name, distribution=dist, version=version)
+        others = [p for p in self._pm.get_plugins() if p is not plugin]
+        register = self._pm.subset_hook_caller("conveyor_register_runners", remove_plugins=others)
+        try:
+            register(registry=added)
+        except Exception as exc:
+            self._pm.unregister(plugin)
+            self._broken(name, dist, version, "conveyor_register_runners", exc)
+        else:
+            self._registry.include(added)
         self._observers = None
 
     # -- queries ----------------------------------------------------------------------------
@@ -187,16 +199,16 @@ class PluginHost:
         """Fire ``conveyor_task_run_state_changed``; an observer's exception is logged."""
         self._fire(self._pm.hook.conveyor_task_run_state_changed, future=future, old=old, new=new)
 
-    def flow_run_started(self, flow_run: FlowRun) -> None:
-        """Fire ``conveyor_flow_run_started``."""
+    def flow_run_started(self, flow_run: FlowRunInfo) -> None:
+        """Fire ``conveyor_flow_run_started`` with the run's frozen record; errors are logged."""
         self._fire(self._pm.hook.conveyor_flow_run_started, flow_run=flow_run)
 
-    def flow_run_finished(self, flow_run: FlowRun, state: State[Any]) -> None:
-        """Fire ``conveyor_flow_run_finished``."""
+    def flow_run_finished(self, flow_run: FlowRunInfo, state: State[Any]) -> None:
+        """Fire ``conveyor_flow_run_finished`` with the run's frozen record; errors are logged."""
         self._fire(self._pm.hook.conveyor_flow_run_finished, flow_run=flow_run, state=state)
 
     @staticmethod
-    def _fire(caller: Any, **kwargs: Any) -> None:
+    def _fire(caller: pluggy.HookCaller, **kwargs: Any) -> None:
         try:
             caller(**kwargs)
         except Exception:
@@ -211,8 +223,12 @@ class PluginHost:
         self._add(label, plugin, "unknown", "unknown")
 
     def unregister(self, plugin: object) -> None:
-        """Unregister a plugin object's observer hooks (its runners stay registered)."""
-        self._pm.unregister(plugin)
+        """
+        Unregister a plugin object's observer hooks (its runners stay registered); a plugin
+        that is not registered (it was refused as broken, say) is left alone.
+        """
+        if self._pm.is_registered(plugin):
+            self._pm.unregister(plugin)
         self._observers = None
 
 

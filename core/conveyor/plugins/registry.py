@@ -1,5 +1,9 @@
 """
 The runner registry that the host hands to each plugin's ``conveyor_register_runners`` hook.
+
+The host gives each plugin a registry of its own, attributed to that plugin, and takes what the
+plugin added into its main registry (:meth:`RunnerRegistry.include`) only once the hook
+returned: a plugin whose hook raised keeps none of the runners it had added.
 """
 
 from __future__ import annotations
@@ -7,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 from conveyor.exceptions import PluginError
-from conveyor.runners.protocol import Runner
+from conveyor.runners import Runner
 
 __all__ = ["RunnerEntry", "RunnerRegistry"]
 
@@ -49,6 +53,7 @@ class RunnerRegistry:
     _plugin: str = "unknown"
     _distribution: str = "unknown"
     _version: str = "unknown"
+    _added: list[RunnerEntry] = attrs.Factory(list)
 
     def add(self, runner_class: type[Runner], name: str | None = None) -> None:
         """
@@ -65,6 +70,20 @@ class RunnerRegistry:
             raise TypeError(msg)
         name = name or runner_class.name
         entry = RunnerEntry(name, runner_class, self._plugin, self._distribution, self._version)
+        self._added.append(entry)
+        self._put(entry)
+
+    def include(self, other: RunnerRegistry) -> None:
+        """
+        Add everything that was added to ``other``, in its order and with its attribution, as
+        if it had been added here (a clash with a runner here becomes a conflict).
+        """
+        for entry in other._added:
+            self._added.append(entry)
+            self._put(entry)
+
+    def _put(self, entry: RunnerEntry) -> None:
+        name, runner_class = entry.name, entry.runner_class
         if name in self._conflicts:
             self._conflicts[name].append(entry)
             return
@@ -76,12 +95,6 @@ class RunnerRegistry:
             return
         del self._entries[name]
         self._conflicts[name] = [existing, entry]
-
-    def _scoped(self, plugin: str, distribution: str, version: str) -> RunnerRegistry:
-        """A view that records ``plugin`` as the source of what is added through it."""
-        view = RunnerRegistry(self._entries, self._conflicts)
-        view._plugin, view._distribution, view._version = plugin, distribution, version
-        return view
 
     def get(self, name: str) -> RunnerEntry | None:
         """The entry for ``name``; raises :class:`PluginError` if two plugins claim it."""

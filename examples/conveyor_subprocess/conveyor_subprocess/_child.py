@@ -15,6 +15,8 @@ def main() -> None:
     """Run the call on stdin, write its outcome to stdout, and exit at once."""
     channel = os.fdopen(os.dup(1), "wb")  # the result channel, not inherited by grandchildren
     os.dup2(2, 1)  # the task's prints go to stderr
+    # Imported only now, so that whatever importing prints goes to stderr as well.
+    from conveyor import CrashReason
     from conveyor.runners.remote import Outcome, dumps, run_packed
 
     outcome, value = run_packed(sys.stdin.buffer.read())  # never raises
@@ -25,7 +27,7 @@ def main() -> None:
             "crash",
             error_type=type(exc).__name__,
             error_message=f"The task's result could not be pickled: {exc}",
-            reason="result-serialization",
+            reason=CrashReason.RESULT_SERIALIZATION,
             records=outcome.records,
         )
         blob = dumps((failed, None))

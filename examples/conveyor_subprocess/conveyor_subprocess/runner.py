@@ -25,22 +25,20 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import attrs
 
-from conveyor import Attempt, BackendUnavailable, Capabilities, ConcurrencyType, ConfigError, Runner
+from conveyor import (
+    Attempt,
+    BackendUnavailable,
+    Capabilities,
+    ConcurrencyType,
+    CrashReason,
+    Runner,
+    validators,
+)
 
 __all__ = ["SubprocessRunner"]
-
-
-def _check_max_workers(_inst: Any, _attr: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = (
-            f"SubprocessRunner: `max_workers={value!r}` is invalid; give a whole number of 1 or "
-            "more (the default is 2)."
-        )
-        raise ConfigError(msg)
 
 
 @attrs.define(kw_only=True, eq=True)
@@ -58,7 +56,9 @@ class SubprocessRunner(Runner):
     concurrency = ConcurrencyType.PARALLEL
     capabilities = Capabilities(hard_timeouts=True, cancel_running=True, isolation=True)
 
-    max_workers: int = attrs.field(default=2, validator=_check_max_workers)
+    max_workers: int = attrs.field(
+        default=2, validator=validators.whole_number(minimum=1, hint="the default is 2")
+    )
     python: str | None = None
 
     # Live resources: they exist between start() and stop() only.
@@ -101,6 +101,7 @@ class SubprocessRunner(Runner):
     # -- running attempts -------------------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> None:
+        # Deferred: the envelope (pickling) is needed once attempts run, not to list the runner.
         from conveyor.runners.remote import pack_or_crash
 
         packed = pack_or_crash(attempt)
@@ -112,6 +113,7 @@ class SubprocessRunner(Runner):
 
     def _drive(self, attempt: Attempt, payload: bytes) -> None:
         """Run one attempt in a child process and report how it ended (a pool thread)."""
+        # Deferred, as in execute(): the envelope is not needed to list the runner.
         from conveyor.runners.remote import loads, report_outcome
 
         child = self._spawn(attempt)
@@ -127,7 +129,7 @@ class SubprocessRunner(Runner):
             attempt.crash(
                 f"The process running {attempt.name!r} {_describe_exit(child.returncode)} "
                 "before it reported a result.",
-                reason="worker-died",
+                reason=CrashReason.WORKER_DIED,
             )
             return
         try:
@@ -136,7 +138,7 @@ class SubprocessRunner(Runner):
             attempt.crash(
                 f"The result of {attempt.name!r} could not be unpickled here: "
                 f"{type(exc).__name__}: {exc}",
-                reason="result-deserialization",
+                reason=CrashReason.RESULT_DESERIALIZATION,
                 exc=exc,
             )
             return
@@ -144,12 +146,12 @@ class SubprocessRunner(Runner):
 
     def _spawn(self, attempt: Attempt) -> subprocess.Popen[bytes] | None:
         """Start the child for ``attempt``, or report why not and return None."""
-        problem: str | None = None
         with self._lock:  # cancel() takes this lock too: it sees the child, or none will start
             if attempt.finished:  # cancelled or timed out while queued: never starts
                 return None
             if self._stopping:
                 problem = f"Runner 'subprocess' stopped before {attempt.name!r} started."
+                reason = CrashReason.RUNNER_STOPPED
             else:
                 try:
                     child = subprocess.Popen(
@@ -157,10 +159,11 @@ class SubprocessRunner(Runner):
                     )
                 except OSError as exc:
                     problem = f"Could not start a Python process for {attempt.name!r}: {exc}"
+                    reason = CrashReason.BACKEND_ERROR
                 else:
                     self._children[attempt] = child
                     return child
-        attempt.crash(problem, reason="backend-error")  # report outside the lock
+        attempt.crash(problem, reason=reason)  # report outside the lock
         return None
 
     def cancel(self, attempt: Attempt) -> bool:
