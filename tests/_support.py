@@ -78,7 +78,8 @@ def make_distribution(
     """
     Write a real installed distribution into ``root`` (a folder to put on ``sys.path``): its
     modules and a ``*.dist-info`` with METADATA and entry points in group ``conveyor``, which
-    ``importlib.metadata`` and therefore conveyor's plugin host find like any installed one.
+    conveyor's plugin host (it reads ``*.dist-info`` folders itself) and ``importlib.metadata``
+    both find like any installed one.
     """
     from pathlib import Path
 

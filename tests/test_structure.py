@@ -198,9 +198,10 @@ class TestCore:
                 if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     continue
                 for inner in ast.walk(node):
-                    if isinstance(inner, ast.Import | ast.ImportFrom):
-                        if not _explained(lines, inner):
-                            missing.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+                    if isinstance(inner, ast.Import | ast.ImportFrom) and not _explained(
+                        lines, inner
+                    ):
+                        missing.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
         assert missing == []
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
-from conveyor.exceptions import ConfigError
+from conveyor import validators
 from conveyor.runners._pool import WorkerPool
 from conveyor.runners.attempt import Attempt
 from conveyor.runners.protocol import Capabilities, ConcurrencyType, Runner
@@ -23,15 +23,6 @@ __all__ = ["ConcurrentRunner"]
 
 def _default_max_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
-
-
-def _check_max_workers(_inst: Any, _attr: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = (
-            f"ConcurrentRunner: `max_workers={value!r}` is invalid; give a whole number of 1 or "
-            "more (the default is min(32, CPUs + 4))."
-        )
-        raise ConfigError(msg)
 
 
 @attrs.define(kw_only=True, eq=True)
@@ -50,7 +41,10 @@ class ConcurrentRunner(Runner):
     concurrency = ConcurrencyType.CONCURRENT
     capabilities = Capabilities()
 
-    max_workers: int = attrs.field(factory=_default_max_workers, validator=_check_max_workers)
+    max_workers: int = attrs.field(
+        factory=_default_max_workers,
+        validator=validators.whole_number(minimum=1, hint="the default is min(32, CPUs + 4)"),
+    )
 
     _pool: WorkerPool | None = attrs.field(default=None, init=False, eq=False, repr=False)
     _loop: LoopThread | None = attrs.field(default=None, init=False, eq=False, repr=False)
