@@ -108,3 +108,11 @@ def test_wordcount_via_cli_on_sequential(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "task runs: 8 Completed" in proc.stdout
+
+
+def test_readme_lists_every_crash_reason() -> None:
+    """The README's crash-reason table has one row per CrashReason member, with its meaning."""
+    from conveyor import CrashReason
+
+    rows = re.findall(r"^\| `([a-z-]+)` \| `([A-Z_]+)` \| (.+) \|$", README, flags=re.M)
+    assert rows == [(m.value, m.name, m.meaning) for m in CrashReason]
