@@ -116,3 +116,16 @@ def test_readme_lists_every_crash_reason() -> None:
 
     rows = re.findall(r"^\| `([a-z-]+)` \| `([A-Z_]+)` \| (.+) \|$", README, flags=re.M)
     assert rows == [(m.value, m.name, m.meaning) for m in CrashReason]
+
+
+def test_readme_architecture_names_every_core_module() -> None:
+    """The README's architecture tree has a line for every module of core/conveyor."""
+    tree = README[README.index("## Architecture") :]
+    tree = tree[tree.index("core/conveyor/") : tree.index("```", tree.index("core/conveyor/"))]
+    named = set(re.findall(r"^\s+(\w+\.py)\s", tree, flags=re.M))
+    modules = {
+        p.name
+        for p in (ROOT / "core" / "conveyor").rglob("*.py")
+        if p.name not in {"__init__.py", "__main__.py", "_version.py"}
+    }
+    assert modules - named == set()
