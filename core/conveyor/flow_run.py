@@ -89,41 +89,33 @@ class FlowRun:
 
             state: State[Any] = anyio.run(lambda: self.run_async(args, kwargs))
             return state
-        steps = _drive(self, args, kwargs or {})
+        kwargs = kwargs or {}
+        steps = _drive(self, args, kwargs)
         op: Any = next(steps)
         while True:
             try:
-                result = _perform(self, op, args, kwargs or {})
+                result, error = _perform(self, op, args, kwargs), None
             except BaseException as exc:
-                try:
-                    op = steps.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                op = steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                result, error = None, exc
+            finished, op = _advance(steps, result, error)
+            if finished:
+                return op  # type: ignore[no-any-return]
 
     async def run_async(
         self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> State[Any]:
         """:meth:`run` for an async body, on the running event loop."""
-        steps = _drive(self, args, kwargs or {})
+        kwargs = kwargs or {}
+        steps = _drive(self, args, kwargs)
         op: Any = next(steps)
         while True:
             try:
-                result = await _perform_async(self, op, args, kwargs or {})
+                result, error = await _perform_async(self, op, args, kwargs), None
             except BaseException as exc:
-                try:
-                    op = steps.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                op = steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                result, error = None, exc
+            finished, op = _advance(steps, result, error)
+            if finished:
+                return op  # type: ignore[no-any-return]
 
     # -- bookkeeping used by the engine -----------------------------------------------------
 
@@ -309,6 +301,19 @@ def _drive(
     if error is not None and not isinstance(error, Exception):
         raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
     return state
+
+
+def _advance(
+    steps: Generator[str, Any, State[Any]], result: Any, error: BaseException | None
+) -> tuple[bool, Any]:
+    """
+    Hand a step's result (or what it raised) to the driver: (True, final state) when it is
+    done, else (False, the next step).
+    """
+    try:
+        return False, steps.send(result) if error is None else steps.throw(error)
+    except StopIteration as done:
+        return True, done.value
 
 
 def _perform(flow_run: FlowRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
