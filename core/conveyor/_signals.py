@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from conveyor._interrupts import counting, note_interrupt
 from conveyor.exceptions import Terminated
 
 try:
@@ -173,10 +174,12 @@ def interrupt_handling() -> Iterator[Callable[[], None]]:
             for proc in tree.living(None):
                 tree.end(proc, hard=True)
             os._exit(exit_code(received[0]))
+        note_interrupt()
         if signum == signal.SIGTERM:
             raise Terminated
         raise KeyboardInterrupt
 
+    counting(handler)
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def reinstall() -> None:

@@ -8,6 +8,7 @@ raised before any work starts; errors about runs are raised when a run's result 
 from __future__ import annotations
 
 __all__ = [
+    "MAX_MESSAGE",
     "BackendUnavailable",
     "CancelledRun",
     "ConfigError",
@@ -20,7 +21,33 @@ __all__ = [
     "TimedOutRun",
     "UnknownRunnerError",
     "UpstreamFailedError",
+    "describe",
+    "safe_str",
+    "shorten",
 ]
+
+# A state's message is for people: longer ones are cut, the rest is in the exception itself.
+MAX_MESSAGE = 8_000
+
+
+def safe_str(obj: object) -> str:
+    """``str(obj)``, or a placeholder when its ``__str__`` raises (a hostile exception)."""
+    try:
+        return str(obj)
+    except BaseException as exc:  # a __str__ may raise anything, even SystemExit
+        return f"<{type(obj).__name__}.__str__ raised {type(exc).__name__}>"
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text``, cut to ``limit`` characters with a note of how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, safe against its ``__str__`` and cut to length."""
+    return shorten(f"{type(exc).__name__}: {safe_str(exc)}")
 
 
 class ConveyorError(Exception):

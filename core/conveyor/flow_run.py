@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor._context import log_names_var
 from conveyor._engine import TaskRun
+from conveyor._interrupts import watching_sigint
 from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
@@ -91,15 +92,16 @@ class FlowRun:
             return state
         kwargs = kwargs or {}
         steps = _drive(self, args, kwargs)
-        op: Any = next(steps)
-        while True:
-            try:
-                result, error = _perform(self, op, args, kwargs), None
-            except BaseException as exc:
-                result, error = None, exc
-            finished, op = _advance(steps, result, error)
-            if finished:
-                return op  # type: ignore[no-any-return]
+        with watching_sigint():
+            op: Any = next(steps)
+            while True:
+                try:
+                    result, error = _perform(self, op, args, kwargs), None
+                except BaseException as exc:
+                    result, error = None, exc
+                finished, op = _advance(steps, result, error)
+                if finished:
+                    return op  # type: ignore[no-any-return]
 
     async def run_async(
         self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None

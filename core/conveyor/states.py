@@ -28,6 +28,8 @@ from conveyor.exceptions import (
     CrashedRun,
     TimedOutRun,
     UpstreamFailedError,
+    describe,
+    shorten,
 )
 
 __all__ = [
@@ -220,7 +222,7 @@ class State(Generic[T]):
 
     type: StateType
     name: str
-    message: str = ""
+    message: str = attrs.field(default="", converter=shorten)
     data: Any = attrs.field(default=None, eq=False)
     reason: str | None = None
     traceback: str | None = attrs.field(default=None, eq=False)
@@ -324,7 +326,7 @@ def Failed(
 ) -> State[Any]:
     """A run whose code raised ``exc``."""
     if not message and exc is not None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = describe(exc)
     return State(StateType.FAILED, name, message, exc, None, traceback)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor._context import log_names_var
+from conveyor._interrupts import interrupts, is_real_interrupt
 from conveyor.runners.outcome import state_for_exception
 from conveyor.states import Completed, Crashed, CrashReason, Failed, ResultRef, State
 
@@ -149,14 +150,14 @@ class Attempt:
         """Report a final state directly."""
         self._reporter.attempt_ended(self, state)
 
-    def report_exception(self, exc: BaseException) -> None:
+    def report_exception(self, exc: BaseException, *, interrupted: bool = False) -> None:
         """
-        Report an exception the call raised in this process, by the rule of
-        :mod:`conveyor.runners.outcome`: an :class:`Exception` is FAILED; ``SystemExit`` and
-        other ``BaseException`` are CRASHED; a ``KeyboardInterrupt`` (or SIGTERM) of this very
-        process while the call ran in it is CANCELLED.
+        Report an exception the call raised, by the rule of :mod:`conveyor.runners.outcome`:
+        an :class:`Exception` is FAILED; ``SystemExit`` and other ``BaseException`` are
+        CRASHED; with ``interrupted`` (a real Ctrl-C or SIGTERM of this process landed in the
+        call) it is CANCELLED.
         """
-        self._reporter.attempt_ended(self, state_for_exception(exc, in_process=True))
+        self._reporter.attempt_ended(self, state_for_exception(exc, interrupted=interrupted))
 
     # -- running the call in this process ---------------------------------------------------
 
@@ -167,12 +168,14 @@ class Attempt:
         if self.finished:
             return
         self._reporter.attempt_started(self)
+        before = interrupts()
         try:
             value = self.context.run(self._call_sync)
         except BaseException as exc:
-            self.report_exception(exc)
-            if not isinstance(exc, Exception | SystemExit):
-                raise
+            real = is_real_interrupt(exc, before)
+            self.report_exception(exc, interrupted=real)
+            if real:
+                raise  # the program is being interrupted: the flow ends, after cleanup
         else:
             self.succeed(value)
 
@@ -190,15 +193,20 @@ class Attempt:
             return
         self._reporter.attempt_started(self)
         token = log_names_var.set((self.flow_run_name, self.name))
+        before = interrupts()
         try:
             value = await self.fn(*self.args, **self.kwargs)
         except BaseException as exc:
             import anyio  # deferred: only async runs need it
 
-            if isinstance(exc, anyio.get_cancelled_exc_class()) and self.finished:
-                raise
-            self.report_exception(exc)
-            if not isinstance(exc, Exception | SystemExit):
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                if self.finished:
+                    raise  # the engine cancelled it (timeout, cancel): already reported
+                self.report_exception(exc)
+                raise  # cancelled by its own event loop: that loop is going away
+            real = is_real_interrupt(exc, before)
+            self.report_exception(exc, interrupted=real)
+            if real:
                 raise
         else:
             self.succeed(value)

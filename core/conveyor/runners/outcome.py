@@ -4,9 +4,12 @@ The one mapping from how a call ended to a run's state, used in-process (by
 (:mod:`conveyor.runners.remote`).
 
 - An :class:`Exception` the user's code raised is FAILED, with that exception.
-- ``SystemExit`` is CRASHED (``system-exit``); any other ``BaseException`` is CRASHED
-  (``interrupted``), except that a ``KeyboardInterrupt`` or SIGTERM of *this very process*,
-  raised while the call ran in it, is CANCELLED: the program itself is being interrupted.
+- ``SystemExit`` is CRASHED (``system-exit``); any other ``BaseException`` the code raised
+  (``KeyboardInterrupt``, ``GeneratorExit``, a subclass of its own) is CRASHED
+  (``interrupted``), on every runner, and the run's siblings go on.
+- Only a real interrupt of *this very process* (Ctrl-C, or SIGTERM under the CLI) that lands
+  while the call runs in it is CANCELLED, and goes on to interrupt the flow (see
+  :mod:`conveyor._interrupts` for how conveyor tells the two apart).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import traceback as tb_module
 from typing import Any
 
-from conveyor.exceptions import Terminated
+from conveyor.exceptions import safe_str, shorten
 from conveyor.states import Cancelled, Crashed, CrashReason, Failed, State
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "crash_message",
     "describe_exception",
     "format_exception",
+    "safe_repr",
     "state_for_exception",
 ]
 
@@ -38,8 +42,8 @@ def classify_exception(exc: BaseException) -> CrashReason | None:
 def describe_exception(exc: BaseException) -> str:
     """What :func:`crash_message` quotes of ``exc``: the exit code for SystemExit, else str()."""
     if isinstance(exc, SystemExit):
-        return repr(exc.code)
-    return str(exc)
+        return shorten(safe_repr(exc.code))
+    return shorten(safe_str(exc))
 
 
 def crash_message(reason: CrashReason | str, error_type: str, error_message: str) -> str:
@@ -59,23 +63,36 @@ def crash_message(reason: CrashReason | str, error_type: str, error_message: str
     return error_message or error_type
 
 
+def safe_repr(obj: object) -> str:
+    """``repr(obj)``, or a placeholder when its ``__repr__`` raises."""
+    try:
+        return repr(obj)
+    except BaseException as exc:  # a __repr__ may raise anything
+        return f"<{type(obj).__name__}.__repr__ raised {type(exc).__name__}>"
+
+
 def format_exception(exc: BaseException) -> str:
-    """``exc`` with its traceback, as text."""
-    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    """``exc`` with its traceback, as text (never raising, whatever the exception does)."""
+    try:
+        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as error:  # a hostile exception can break even the formatting
+        return (
+            f"{type(exc).__name__} (its traceback could not be formatted: {type(error).__name__})"
+        )
 
 
 def state_for_exception(
-    exc: BaseException, *, traceback: str | None = None, in_process: bool = False
+    exc: BaseException, *, traceback: str | None = None, interrupted: bool = False
 ) -> State[Any]:
     """
-    The final state of an attempt whose call raised ``exc``; ``in_process`` when the call ran
-    in this process (then this process's own interrupt cancels it).
+    The final state of an attempt whose call raised ``exc``; ``interrupted`` when ``exc`` is a
+    real interrupt of this process that landed in the call (then it is CANCELLED).
     """
+    if interrupted:
+        return Cancelled(f"Interrupted by {type(exc).__name__} while running.", stopped=True)
     reason = classify_exception(exc)
     if reason is None:
         return Failed(exc, traceback=traceback)
-    if in_process and isinstance(exc, KeyboardInterrupt | Terminated):
-        return Cancelled(f"Interrupted by {type(exc).__name__} while running.", stopped=True)
     return Crashed(
         crash_message(reason, type(exc).__name__, describe_exception(exc)),
         reason=reason,

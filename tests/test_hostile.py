@@ -1,0 +1,72 @@
+"""
+The hostile-task matrix on the in-process runners: whatever a task raises, returns or does to
+its exception, its run ends in one documented final state within a bound, its sibling
+completes, and the flow returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor import CrashReason, State, StateType, flow
+from tests import _hostile as h
+
+# What each hostile exception ends as when the task runs in this process (no pickling).
+RAISED = {
+    "str-raises": (StateType.FAILED, None),
+    "repr-raises": (StateType.FAILED, None),
+    "reduce-raises": (StateType.FAILED, None),
+    "reduce-exits": (StateType.FAILED, None),
+    "reduce-base-raises": (StateType.FAILED, None),
+    "init-needs-two": (StateType.FAILED, None),
+    "custom-base": (StateType.CRASHED, CrashReason.INTERRUPTED),
+    "keyboard-interrupt": (StateType.CRASHED, CrashReason.INTERRUPTED),
+    "generator-exit": (StateType.CRASHED, CrashReason.INTERRUPTED),
+    "system-exit": (StateType.CRASHED, CrashReason.SYSTEM_EXIT),
+    "huge-message": (StateType.FAILED, None),
+    "recursion": (StateType.FAILED, None),
+}
+
+RUNNERS = ["sequential", "concurrent"]
+
+
+def _run_pair(runner: str, submit: Any) -> tuple[State[Any], State[Any]]:
+    @flow(runner=runner)
+    def pair() -> tuple[State[Any], State[Any]]:
+        bad = submit()
+        good = h.ok.submit(7)
+        bad_state, good_state = bad.wait(60), good.wait(60)
+        assert bad_state is not None and good_state is not None, "a run never ended"
+        return bad_state, good_state
+
+    return pair()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", sorted(RAISED))
+def test_hostile_exception(runner: str, is_async: bool, kind: str) -> None:
+    """A task raising a hostile exception ends in its documented state; the sibling completes
+    and the flow call returns."""
+    body = h.raise_kind_async if is_async else h.raise_kind
+    bad, good = _run_pair(runner, lambda: body.submit(kind))
+    expected_type, expected_reason = RAISED[kind]
+    assert (bad.type, bad.reason) == (expected_type, expected_reason), bad
+    assert isinstance(bad.message, str)
+    assert len(bad.message) < 20_000, "a huge message is shortened"
+    assert good.result() == 7
+
+
+# A value whose __del__ raises is Python's to report ("Exception ignored in ..."), not a failure.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("kind", sorted(h.RETURNERS))
+def test_hostile_value_is_returned_as_is(runner: str, kind: str) -> None:
+    """In this process nothing is pickled: a value that refuses to pickle is returned as is."""
+    bad, good = _run_pair(runner, lambda: h.return_kind.submit(kind))
+    assert bad.type is StateType.COMPLETED, bad
+    assert good.result() == 7
