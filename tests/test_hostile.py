@@ -70,3 +70,44 @@ def test_hostile_value_is_returned_as_is(runner: str, kind: str) -> None:
     bad, good = _run_pair(runner, lambda: h.return_kind.submit(kind))
     assert bad.type is StateType.COMPLETED, bad
     assert good.result() == 7
+
+
+# What each hostile exception ends as through the envelope of process-based runners (Dask,
+# Ray, processes): the exception travels pickled, so pickling and unpickling can fail too.
+RAISED_REMOTE = {
+    **RAISED,
+    "reduce-raises": (StateType.CRASHED, CrashReason.RESULT_SERIALIZATION),
+    "reduce-base-raises": (StateType.CRASHED, CrashReason.RESULT_SERIALIZATION),
+    "reduce-exits": (StateType.CRASHED, CrashReason.RESULT_DESERIALIZATION),
+    "init-needs-two": (StateType.CRASHED, CrashReason.RESULT_DESERIALIZATION),
+}
+RETURNED_REMOTE = {
+    "lock": (StateType.CRASHED, CrashReason.RESULT_SERIALIZATION),
+    "generator": (StateType.CRASHED, CrashReason.RESULT_SERIALIZATION),
+    "unpickle-bomb": (StateType.CRASHED, CrashReason.RESULT_DESERIALIZATION),
+    "del-raises": (StateType.COMPLETED, None),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RAISED_REMOTE))
+def test_hostile_exception_through_the_envelope(kind: str) -> None:
+    """Packed, run as a worker runs it, and reported: each hostile exception ends in its
+    documented state, never escaping, with a message that is a short string."""
+    from tests.test_envelope import _round_trip
+
+    state = _round_trip(h.raise_kind.fn, kind)
+    assert (state.type, state.reason) == RAISED_REMOTE[kind], state
+    assert isinstance(state.message, str) and len(state.message) < 20_000
+    if kind == "reduce-raises":
+        assert "cannot be pickled on the worker" in state.message
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("kind", sorted(RETURNED_REMOTE))
+def test_hostile_value_through_the_envelope(kind: str) -> None:
+    """A value that refuses to pickle or unpickle is CRASHED with the serialization reason,
+    naming its type; a value whose __del__ raises still completes."""
+    from tests.test_envelope import _round_trip
+
+    state = _round_trip(h.return_kind.fn, kind)
+    assert (state.type, state.reason) == RETURNED_REMOTE[kind], state

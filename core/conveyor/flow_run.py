@@ -134,11 +134,15 @@ class FlowRun:
 
     def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
         """A task run of this flow run changed state."""
-        if self._observe:
-            assert self.host is not None
-            self.host.task_run_state_changed(run.future, old, new)
-        if new.type not in FINAL_TYPES:
-            return
+        try:
+            if self._observe:
+                assert self.host is not None
+                self.host.task_run_state_changed(run.future, old, new)
+        finally:  # a real Ctrl-C landing in an observer must not lose the run's bookkeeping
+            if new.type in FINAL_TYPES:
+                self._count_final(run, new)
+
+    def _count_final(self, run: TaskRun, new: State[Any]) -> None:
         with self._lock:
             if self._summary is not None:
                 self._summary[new.name] += 1

@@ -16,12 +16,13 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from conveyor._blocking import current_seceder
+from conveyor._interrupts import interrupts, is_real_interrupt
 from conveyor.states import FINAL_TYPES, State
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Cancellable", "RunFuture", "call_callback"]
+__all__ = ["Cancellable", "RunFuture"]
 
 T = TypeVar("T")
 
@@ -190,7 +191,10 @@ class RunFuture(Generic[T]):
         callback raises are logged and ignored.
         """
         if not self.add_callback(fn):
-            call_callback(fn, self)
+            before = interrupts()
+            error = _call_callback(fn, self)
+            if error is not None and is_real_interrupt(error, before):
+                raise error
 
     # -- driven by the engine -------------------------------------------------------------
 
@@ -249,8 +253,15 @@ class RunFuture(Generic[T]):
             callbacks, self._callbacks = self._callbacks, None
             self._owner = None
         if callbacks:
+            before = interrupts()
+            interrupted: BaseException | None = None
             for fn in callbacks:
-                call_callback(fn, self)
+                # Every callback runs, even after one raised: they may be the engine's own.
+                error = _call_callback(fn, self)
+                if error is not None and is_real_interrupt(error, before):
+                    interrupted = error
+            if interrupted is not None:
+                raise interrupted
         return True
 
 
@@ -259,8 +270,13 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def call_callback(fn: Callable[[RunFuture[Any]], object], future: RunFuture[Any]) -> None:
+def _call_callback(
+    fn: Callable[[RunFuture[Any]], object], future: RunFuture[Any]
+) -> BaseException | None:
+    """Call a done callback; log what it raises (whatever it is) and return it."""
     try:
         fn(future)
-    except Exception:
+    except BaseException as exc:  # a callback never breaks the future or its engine
         logger.exception("A done callback of %s raised; ignoring it.", future.name)
+        return exc
+    return None

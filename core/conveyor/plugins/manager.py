@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
+from conveyor._interrupts import interrupts, is_real_interrupt
 from conveyor._version import __version__
+from conveyor.exceptions import describe
 from conveyor.plugins import builtin, hookspecs
 from conveyor.plugins._metadata import conveyor_entry_points
 from conveyor.plugins.registry import RunnerEntry, RunnerRegistry
@@ -43,6 +46,8 @@ __all__ = ["PluginHost", "PluginProblem", "get_host", "use_host"]
 logger = logging.getLogger("conveyor.plugins")
 
 BLOCK_ENV = "CONVEYOR_BLOCK_PLUGINS"
+# A plugin still importing after this many seconds is named in a warning while it goes on.
+SLOW_IMPORT_SECONDS = 2.0
 
 
 @attrs.frozen
@@ -78,9 +83,8 @@ class PluginHost:
         self._use_entry_points = entry_points
         self._extra = list(extra_plugins or [])
         if blocked is None:
-            raw = os.environ.get(BLOCK_ENV, "")
-            blocked = {b.strip() for b in raw.split(",") if b.strip()}
-        self._blocked = blocked
+            blocked = set(os.environ.get(BLOCK_ENV, "").split(","))
+        self._blocked = {_normalize(b) for b in blocked if b.strip()}
         self._pm = pluggy.PluginManager("conveyor")
         self._pm.add_hookspecs(hookspecs)
         self._registry = RunnerRegistry()
@@ -104,7 +108,7 @@ class PluginHost:
             self._add("conveyor", builtin, "conveyor", __version__)
             if self._use_entry_points:
                 for ep in conveyor_entry_points():
-                    if ep.name in self._blocked or ep.distribution in self._blocked:
+                    if self._is_blocked(ep.name, ep.distribution, ep.value):
                         self._problems.append(
                             PluginProblem(
                                 ep.name,
@@ -116,13 +120,15 @@ class PluginHost:
                         )
                         continue
                     try:
-                        plugin = ep.load()
-                    except Exception as exc:
+                        with _slow_warning(ep.name, ep.distribution):
+                            plugin = ep.load()
+                    except BaseException as exc:
+                        _reraise_interrupt(exc)
                         self._broken(ep.name, ep.distribution, ep.version, "import", exc)
                         continue
                     self._add(ep.name, plugin, ep.distribution, ep.version)
             for name, plugin in self._extra:
-                if name in self._blocked:
+                if self._is_blocked(name):
                     self._problems.append(
                         PluginProblem(
                             name, "unknown", "unknown", "blocked", f"blocked by {BLOCK_ENV}"
@@ -132,15 +138,26 @@ class PluginHost:
                 self._add(name, plugin, "unknown", "unknown")
             return self
 
+    def _is_blocked(self, *names: str) -> bool:
+        """Whether a plugin is blocked by its entry-point name, distribution or module."""
+        for name in names:
+            module = name.split(":")[0].split(".")[0]
+            if _normalize(name) in self._blocked or _normalize(module) in self._blocked:
+                return True
+        return False
+
     def _broken(self, name: str, dist: str, version: str, stage: str, exc: BaseException) -> None:
-        error = f"{stage} failed: {type(exc).__name__}: {exc}"
+        error = f"{stage} failed: {describe(exc)}"
         logger.warning("Skipping conveyor plugin %r from %s %s: %s", name, dist, version, error)
         self._problems.append(PluginProblem(name, dist, version, "broken", error))
 
     def _add(self, name: str, plugin: object, dist: str, version: str) -> None:
         try:
             self._pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy's validation of hookimpl signatures, duplicates
+        except (
+            BaseException
+        ) as exc:  # pluggy's validation of hookimpls, duplicates, a hostile object
+            _reraise_interrupt(exc)
             self._broken(name, dist, version, "registration", exc)
             return
         try:
@@ -155,7 +172,8 @@ class PluginHost:
         register = self._pm.subset_hook_caller("conveyor_register_runners", remove_plugins=others)
         try:
             register(registry=added)
-        except Exception as exc:
+        except BaseException as exc:  # whatever the hook raises, even SystemExit
+            _reraise_interrupt(exc)
             self._pm.unregister(plugin)
             self._broken(name, dist, version, "conveyor_register_runners", exc)
         else:
@@ -209,9 +227,12 @@ class PluginHost:
 
     @staticmethod
     def _fire(caller: pluggy.HookCaller, **kwargs: Any) -> None:
+        before = interrupts()
         try:
             caller(**kwargs)
-        except Exception:
+        except BaseException as exc:  # an observer never takes a run down, whatever it raises
+            if is_real_interrupt(exc, before):
+                raise
             logger.exception("A conveyor plugin's %s hook raised; ignoring it.", caller.name)
 
     # -- test support -----------------------------------------------------------------------
@@ -259,3 +280,38 @@ def use_host(host: PluginHost) -> Iterator[PluginHost]:
     finally:
         with _default_lock:
             _default = previous
+
+
+def _normalize(name: str) -> str:
+    """A plugin, distribution or module name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Let a Ctrl-C during plugin loading go on; anything else a plugin raises is its fault."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
+@contextmanager
+def _slow_warning(name: str, dist: str) -> Iterator[None]:
+    """Warn, while it goes on, when importing a plugin takes longer than it should."""
+    timer = threading.Timer(
+        SLOW_IMPORT_SECONDS,
+        logger.warning,
+        (
+            "Importing conveyor plugin %r from %s takes more than %s s; every conveyor command "
+            "waits for it (block it with %s=%s).",
+            name,
+            dist,
+            SLOW_IMPORT_SECONDS,
+            BLOCK_ENV,
+            name,
+        ),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -11,9 +11,23 @@ from __future__ import annotations
 import attrs
 
 from conveyor.exceptions import PluginError
-from conveyor.runners import Runner
+from conveyor.runners import Capabilities, ConcurrencyType, Runner
 
 __all__ = ["RunnerEntry", "RunnerRegistry"]
+
+
+def _declaration_problem(runner_class: type[Runner], name: str | None) -> str:
+    """What is wrong with a runner class's declarations, or "" if nothing is."""
+    declared: object = name if name is not None else runner_class.name
+    if not isinstance(declared, str) or not declared.strip() or declared != declared.strip():
+        return f"name {declared!r} is not a runner name (a non-empty string without spaces)"
+    concurrency: object = runner_class.concurrency
+    if not isinstance(concurrency, ConcurrencyType):
+        return f"`concurrency = {concurrency!r}` is not a conveyor.ConcurrencyType member"
+    capabilities: object = runner_class.capabilities
+    if not isinstance(capabilities, Capabilities):
+        return f"`capabilities = {capabilities!r}` is not a conveyor.Capabilities"
+    return ""
 
 
 @attrs.frozen
@@ -66,6 +80,13 @@ class RunnerRegistry:
             msg = (
                 f"Plugin {self._plugin!r} registered {runner_class!r}, which is not a Runner "
                 "subclass; register a class derived from conveyor.runners.Runner."
+            )
+            raise TypeError(msg)
+        problem = _declaration_problem(runner_class, name)
+        if problem:
+            msg = (
+                f"Plugin {self._plugin!r} registered {runner_class.__qualname__}, whose {problem}; "
+                "fix the runner class."
             )
             raise TypeError(msg)
         name = name or runner_class.name

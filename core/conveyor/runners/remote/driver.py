@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from conveyor.exceptions import describe
 from conveyor.runners.outcome import crash_message
 from conveyor.runners.remote.envelope import Outcome
 from conveyor.runners.remote.pickling import loads
@@ -47,17 +48,24 @@ def report_outcome(attempt: Attempt, outcome: Outcome, value: Any) -> None:
     if outcome.error is not None:
         try:
             exc = loads(outcome.error)
-        except Exception as load_exc:
+        except BaseException as load_exc:  # unpickling may call anything, even sys.exit
             attempt.crash(
                 f"The task raised {outcome.error_type}: {outcome.error_message}, which cannot be "
-                f"unpickled here: {type(load_exc).__name__}: {load_exc}",
+                f"unpickled here: {describe(load_exc)}",
                 reason=CrashReason.RESULT_DESERIALIZATION,
-                exc=load_exc,
+                exc=load_exc if isinstance(load_exc, Exception) else None,
                 traceback=outcome.traceback,
             )
             return
     if outcome.status == "error" and isinstance(exc, Exception):
         attempt.fail(exc, outcome.traceback)
+        return
+    if outcome.status == "error" and outcome.reason == CrashReason.RESULT_SERIALIZATION:
+        attempt.crash(
+            f"The task raised {outcome.error_type}: {outcome.error_message}",
+            reason=CrashReason.RESULT_SERIALIZATION,
+            traceback=outcome.traceback,
+        )
         return
     if outcome.status == "error":
         attempt.crash(

@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor import _walk
 from conveyor._context import log_names_var
+from conveyor.exceptions import describe, safe_str, shorten
 from conveyor.run_logging import install_record_factory
 from conveyor.runners.attempt import is_async_callable
 from conveyor.runners.outcome import classify_exception, describe_exception, format_exception
@@ -81,10 +82,16 @@ def _error(
 ) -> Outcome:
     try:
         blob: bytes | None = dumps(exc)
-    except Exception:
+    except BaseException as error:  # a hostile __reduce__ may raise anything
         blob = None
+        if status == "error":  # the code raised an exception that cannot travel back
+            reason = CrashReason.RESULT_SERIALIZATION
+            message = (
+                f"{shorten(safe_str(exc))}, which cannot be pickled on the worker: "
+                f"{describe(error)}"
+            )
     if message is None:
-        message = str(exc) if status == "error" else describe_exception(exc)
+        message = shorten(safe_str(exc)) if status == "error" else describe_exception(exc)
     return Outcome(
         status, blob, describe_type(exc), message, format_exception(exc), reason, tuple(records)
     )
@@ -160,18 +167,18 @@ def _checked(value: Any, records: list[dict[str, Any]]) -> tuple[Outcome, Any]:
     buffers: list[Any] = []
     try:
         blob = cloudpickle().dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception as exc:
+    except BaseException as exc:  # a hostile __reduce__ may raise anything
         message = (
             f"The task returned a value of type {describe_type(value)} that cannot be "
-            f"pickled: {type(exc).__name__}: {exc}"
+            f"pickled: {describe(exc)}"
         )
         return _error(exc, "crash", CrashReason.RESULT_SERIALIZATION, records, message), None
     try:
         pickle.loads(blob, buffers=buffers)
-    except Exception as exc:
+    except BaseException as exc:  # unpickling may call anything, even sys.exit
         message = (
             f"The task returned a value of type {describe_type(value)} that pickles "
-            f"but cannot be unpickled: {type(exc).__name__}: {exc}"
+            f"but cannot be unpickled: {describe(exc)}"
         )
         return _error(exc, "crash", CrashReason.RESULT_DESERIALIZATION, records, message), None
     return Outcome("ok", records=tuple(records)), value
