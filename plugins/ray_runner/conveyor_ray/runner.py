@@ -190,7 +190,8 @@ class RayRunner(Runner):
     # No upstream_handle(): downstream runs wait until their upstream runs are final. Submitting
     # them at once (with the upstream's refs as arguments) was measured to save a driver round
     # trip per link, but ray.cancel() of a task whose arguments are still pending crashes the
-    # driver in Ray 2.60 (reference_counter.cc "Check failed: submitted_task_ref_count > 0").
+    # driver in Ray 2.60 (Ray's own src/ray/core_worker/reference_counter.cc: "Check failed:
+    # it->second.submitted_task_ref_count > 0").
 
     def _native(self, value: Any) -> Any:
         return native(value, self._session)
