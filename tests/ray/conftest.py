@@ -21,9 +21,8 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-from _raycluster import HeadNode
-
 from conveyor_ray import RayRunner
+from tests.ray._support import HeadNode
 
 # The session cluster's custom resource, for the resource tests.
 SPECIAL = 2.0

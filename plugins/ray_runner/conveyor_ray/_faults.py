@@ -1,6 +1,6 @@
 """
 How an exception that Ray raised (never the task's own: the envelope ships those as data) maps
-to a CRASHED reason, following ``RELIABILITY.md`` section 4.
+to a CRASHED reason: the table "Faults: what you see" in ``plugins/ray_runner/README.md``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import re
 from typing import Any
 
 import attrs
+
+from conveyor import CrashReason
+from conveyor_ray._internals import NOT_STARTED_TEXT, OWNER_UNKNOWN_TEXT
 
 __all__ = ["Fault", "classify", "clean"]
 
@@ -26,7 +29,7 @@ def clean(text: str) -> str:
 class Fault:
     """A classified backend failure: the CRASHED ``reason``, a message, whether Ray is gone."""
 
-    reason: str
+    reason: CrashReason
     message: str
     lost: bool = False
     cancelled: bool = False
@@ -42,42 +45,50 @@ def classify(exc: BaseException, ray: Any, name: str) -> Fault:
     errors = ray.exceptions
     cause = getattr(exc, "cause", None) if isinstance(exc, errors.RayTaskError) else None
     if isinstance(exc, errors.TaskCancelledError) or isinstance(cause, errors.TaskCancelledError):
-        return Fault("cancelled", f"Ray cancelled {name!r}.", cancelled=True)
+        return Fault(CrashReason.CANCELLED_EXTERNALLY, f"Ray cancelled {name!r}.", cancelled=True)
     if isinstance(exc, errors.OutOfMemoryError):
         return Fault(
-            "oom-killed",
+            CrashReason.OOM_KILLED,
             f"{name!r} was killed because its Ray node ran low on memory: {_first_line(exc)}",
         )
     if isinstance(exc, errors.LocalRayletDiedError):
-        return Fault("backend-lost", f"The local Ray raylet died: {_first_line(exc)}", lost=True)
+        return Fault(
+            CrashReason.BACKEND_LOST, f"The local Ray raylet died: {_first_line(exc)}", lost=True
+        )
     if isinstance(exc, (errors.WorkerCrashedError, errors.NodeDiedError)):
         return Fault(
-            "worker-died",
+            CrashReason.WORKER_DIED,
             f"The Ray worker running {name!r} died (os._exit, a signal, or the machine killed "
             f"it): {_first_line(exc)}",
         )
     if isinstance(exc, (errors.ObjectLostError, errors.OwnerDiedError)):
-        return Fault("worker-died", f"The result of {name!r} was lost: {_first_line(exc)}")
+        return Fault(
+            CrashReason.WORKER_DIED, f"The result of {name!r} was lost: {_first_line(exc)}"
+        )
     if isinstance(exc, errors.TaskUnschedulableError):
-        return Fault("unschedulable", f"Ray cannot schedule {name!r}: {_first_line(exc)}")
+        return Fault(
+            CrashReason.RESOURCES_UNAVAILABLE, f"Ray cannot schedule {name!r}: {_first_line(exc)}"
+        )
     if isinstance(exc, errors.RayTaskError):
         # The envelope never raises, so Ray failed around it: most often an upstream value
         # that cannot be unpickled on the worker.
         inner = cause if isinstance(cause, BaseException) else exc
         if isinstance(inner, errors.RaySystemError):
             return Fault(
-                "argument-deserialization",
+                CrashReason.ARGUMENT_DESERIALIZATION,
                 f"The arguments of {name!r} could not be unpickled on the Ray worker: "
                 f"{_first_line(inner)}",
             )
         return Fault(
-            "backend-error",
+            CrashReason.BACKEND_ERROR,
             f"Ray failed to run {name!r}: {type(inner).__name__}: {_first_line(inner)}",
         )
     if isinstance(exc, SystemExit) or (
-        isinstance(exc, ValueError) and "owner is unknown" in str(exc)
+        isinstance(exc, ValueError) and OWNER_UNKNOWN_TEXT in str(exc)
     ):
-        return Fault("backend-lost", "Ray was shut down while the run was in flight.", lost=True)
-    if isinstance(exc, errors.RaySystemError) and "not been started" in str(exc):
-        return Fault("backend-lost", "Ray is not running in this process.", lost=True)
-    return Fault("backend-error", f"Ray raised {type(exc).__name__}: {_first_line(exc)}")
+        return Fault(
+            CrashReason.BACKEND_LOST, "Ray was shut down while the run was in flight.", lost=True
+        )
+    if isinstance(exc, errors.RaySystemError) and NOT_STARTED_TEXT in str(exc):
+        return Fault(CrashReason.BACKEND_LOST, "Ray is not running in this process.", lost=True)
+    return Fault(CrashReason.BACKEND_ERROR, f"Ray raised {type(exc).__name__}: {_first_line(exc)}")

@@ -5,13 +5,14 @@ Results that stay in Ray's object store until someone asks for them.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from conveyor import CrashReason
 from conveyor.exceptions import CrashedRun
 from conveyor.states import ResultRef
-
-if TYPE_CHECKING:
-    from conveyor_ray._connection import Session
+from conveyor_ray._address import gcs_alive
+from conveyor_ray._faults import classify
+from conveyor_ray._session import Session, is_current, mark_lost
 
 __all__ = ["RayResult"]
 
@@ -44,36 +45,31 @@ class RayResult(ResultRef[Any]):
         Fetch the value from the object store. Raises :class:`~conveyor.CrashedRun`
         (``backend-lost`` or ``worker-died``) if it can no longer be had.
         """
-        from conveyor_ray import _connection
-        from conveyor_ray._faults import classify
-
         session = self.session
-        if not _connection.is_current(session):
-            raise CrashedRun(self._gone(session), "backend-lost")
+        if not is_current(session):
+            raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST)
         ray = sys.modules["ray"]
         while True:
             try:
                 return ray.get(self.object_ref, timeout=_GET_STEP)
             except ray.exceptions.GetTimeoutError:
-                if not _connection.gcs_alive(session.gcs_address):
-                    _connection.mark_lost(session, "its GCS no longer answers")
-                    raise CrashedRun(self._gone(session), "backend-lost") from None
-                if not _connection.is_current(session):
-                    raise CrashedRun(self._gone(session), "backend-lost") from None
+                if not gcs_alive(session.gcs_address):
+                    mark_lost(session, "its GCS no longer answers")
+                    raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST) from None
+                if not is_current(session):
+                    raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST) from None
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:
                 fault = classify(exc, ray, self.name)
-                if fault.lost or not _connection.is_current(session):
-                    raise CrashedRun(self._gone(session), "backend-lost") from exc
+                if fault.lost or not is_current(session):
+                    raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST) from exc
                 msg = f"The result of {self.name!r} could not be fetched: {fault.message}"
                 raise CrashedRun(msg, fault.reason) from exc
 
     @classmethod
     def get_many(cls, refs: list[ResultRef[Any]]) -> list[Any]:
         """Fetch many values with one ``ray.get`` per session; failures fall back to :meth:`get`."""
-        from conveyor_ray import _connection
-
         out: list[Any] = [None] * len(refs)
         sessions: dict[int, list[int]] = {}
         for i, ref in enumerate(refs):
@@ -83,7 +79,7 @@ class RayResult(ResultRef[Any]):
         for indexes in sessions.values():
             session = refs[indexes[0]].session  # type: ignore[attr-defined]
             values: list[Any] | None = None
-            if ray is not None and _connection.is_current(session):
+            if ray is not None and is_current(session):
                 try:
                     values = ray.get(
                         [refs[i].object_ref for i in indexes],  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from conveyor.runners.remote import run_call, run_packed
+
 # Values of these types (strings and bytes up to INLINE_BYTES) come back with the outcome, so
 # the driver needs no second round trip for them. Unpickling them has no side effects.
 INLINE_TYPES = (type(None), bool, int, float, complex)
@@ -55,8 +57,6 @@ def execute_packed(payload: bytes, *deps: Any) -> Returned:
     Never raises: the envelope turns everything the task does into an outcome. Ray resolves
     ``deps`` (upstream ObjectRefs) to their values on the worker before this runs.
     """
-    from conveyor.runners.remote import run_packed
-
     return _returns(*run_packed(payload, *deps))
 
 
@@ -73,8 +73,6 @@ def direct_entry(fn_blob: bytes, level: int, nullary: bool = False) -> Callable[
     ``nullary`` gives a function of no parameters, for runs without arguments: Ray binds the
     arguments of every call to a function's signature unless it has no parameters.
     """
-    from conveyor.runners.remote import run_call
-
     if nullary:
 
         def conveyor_run0() -> Returned:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conveyor import hookimpl
+from conveyor_ray.runner import RayRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
@@ -16,6 +17,4 @@ if TYPE_CHECKING:
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
     """Add :class:`~conveyor_ray.RayRunner` under the name ``ray``."""
-    from conveyor_ray.runner import RayRunner
-
     registry.add(RayRunner)

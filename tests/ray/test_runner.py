@@ -12,10 +12,9 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-import _raytasks as rt
-
 from conveyor import State, StateType, flow
 from conveyor_ray import RayResult, RayRunner
+from tests.ray import _tasks as rt
 
 BOUND = 60.0
 
@@ -161,7 +160,8 @@ class TestResources:
     def test_unsatisfiable_request_is_a_clear_crash(
         self, runner: RayRunner, resources: dict[str, float]
     ) -> None:
-        """A request no node can meet ends CRASHED at once with a message naming it."""
+        """A request no node can meet ends CRASHED(resources-unavailable) at once, with a
+        message naming it."""
         task = rt.add.with_options(resources=resources)
 
         @flow(runner=runner)
@@ -174,7 +174,7 @@ class TestResources:
         state = asking()
         assert time.monotonic() - started < 20
         assert state.type is StateType.CRASHED
-        assert state.reason == "unschedulable"
+        assert state.reason == "resources-unavailable"
         key = next(iter(resources))
         assert key in state.message and "no node" in state.message
 

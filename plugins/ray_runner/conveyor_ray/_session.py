@@ -6,10 +6,13 @@ stops).
 Ray's own behaviour that this module exists to contain:
 
 - ``ray.init(address=...)`` hangs (it logs and retries) when the address does not answer, so
-  conveyor checks the port first and runs ``ray.init`` in a thread with a deadline;
+  conveyor checks the port first (:mod:`conveyor_ray._address`) and runs ``ray.init`` in a
+  thread with a deadline;
 - a ``.remote()`` after ``ray.shutdown()`` starts a new local cluster unless auto-connect is off;
 - a local Ray binds the machine's outside address, and even rewrites ``127.0.0.1`` in an
   address to it, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in effect.
+
+The last two are turned off through Ray internals, all in :mod:`conveyor_ray._internals`.
 """
 
 from __future__ import annotations
@@ -20,20 +23,34 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
+from conveyor_ray._address import check_reachable, host_port, is_loopback
+from conveyor_ray._internals import (
+    ENV_ALWAYS,
+    ENV_LOCAL,
+    NODE_IP_KWARG,
+    env,
+    import_ray,
+    in_worker,
+    loopback,
+)
+
+__all__ = [
+    "LOCAL_START_SECONDS",
+    "Session",
+    "acquire",
+    "current_gcs_address",
+    "is_current",
+    "mark_lost",
+    "release",
+]
 
 logger = logging.getLogger("conveyor.ray")
-
-# Environment set while conveyor imports Ray and starts or joins it. The processes of a local
-# Ray that conveyor starts inherit it; the driver's environment is restored afterwards.
-_ENV_ALWAYS = {"RAY_ENABLE_AUTO_CONNECT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-_ENV_LOCAL = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_task_oom_retries": "0"}
 
 # How long starting a local Ray may take, at least (the connect timeout applies when joining).
 LOCAL_START_SECONDS = 60.0
@@ -70,119 +87,12 @@ class Session:
         return f"the {kind} at {self.gcs_address}"
 
 
-def import_ray() -> Any:
-    """
-    Import Ray with auto-connect off, so that no Ray call ever starts a cluster on its own.
-    """
-    with _env(_ENV_ALWAYS):
-        import ray
-    _no_auto_connect()
-    return ray
-
-
-def _no_auto_connect() -> None:
-    # Ray reads RAY_ENABLE_AUTO_CONNECT when it is imported; if the user imported Ray before,
-    # turn the flag off where Ray keeps it.
-    hook: Any = sys.modules.get("ray._private.auto_init_hook")
-    if hook is not None and getattr(hook, "enable_auto_connect", False):
-        hook.enable_auto_connect = False
-
-
-@contextmanager
-def _env(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-@contextmanager
-def _loopback() -> Iterator[None]:
-    """Make Ray use 127.0.0.1 for this node (Ray reads the flag at import; patch it too)."""
-    constants: Any = sys.modules.get("ray._private.ray_constants")
-    old = getattr(constants, "ENABLE_RAY_CLUSTER", None)
-    if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        if constants is not None and old is not None:
-            constants.ENABLE_RAY_CLUSTER = old
-
-
 def current_gcs_address(ray: Any) -> str:
     """The GCS address of the cluster this process is connected to."""
     try:
         return str(ray.get_runtime_context().gcs_address)
     except Exception:
         return "unknown"
-
-
-def _in_worker(ray: Any) -> bool:
-    try:
-        import ray._private.worker as ray_worker
-
-        return bool(ray_worker.global_worker.mode == ray_worker.WORKER_MODE)
-    except Exception:
-        return False
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """The (host, port) to check before joining, or None when it cannot be known here."""
-    if address in ("auto", "local") or ("://" in address and not address.startswith("ray://")):
-        return None
-    rest = address.removeprefix("ray://")
-    host, sep, port = rest.rpartition(":")
-    if not sep:
-        return (rest, 10001) if address.startswith("ray://") else None
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError:
-        return None
-
-
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def check_reachable(address: str, timeout: float) -> None:
-    """Raise BackendUnavailable if nothing accepts connections at ``address``."""
-    target = _host_port(address)
-    if target is None:
-        return
-    try:
-        import socket
-
-        with socket.create_connection(target, timeout=max(0.1, timeout)):
-            pass
-    except OSError as exc:
-        msg = (
-            f"The Ray cluster at `address={address!r}` is unreachable: "
-            f"{type(exc).__name__}: {exc}. Start it (`ray start --head`) or fix `address`."
-        )
-        raise BackendUnavailable(msg) from exc
-
-
-def gcs_alive(gcs_address: str, timeout: float = 1.0) -> bool:
-    """Whether the GCS port still accepts connections (False if it refuses)."""
-    target = _host_port(gcs_address)
-    if target is None:
-        return True
-    try:
-        import socket
-
-        with socket.create_connection(target, timeout=timeout):
-            return True
-    except TimeoutError:
-        return True  # slow is not gone
-    except OSError:
-        return False
 
 
 def acquire(
@@ -206,7 +116,7 @@ def acquire(
             gcs = current_gcs_address(ray)
             session = _current
             if session is None or session.closed or session.gcs_address != gcs:
-                session = Session(gcs, owned=False, started_local=False, in_worker=_in_worker(ray))
+                session = Session(gcs, owned=False, started_local=False, in_worker=in_worker(ray))
                 _current = session
             _check_same_cluster(address, session)
             session.users += 1
@@ -223,10 +133,10 @@ def acquire(
 def _check_same_cluster(address: str | None, session: Session) -> None:
     if not address or address in ("auto", "local") or address.startswith("ray://"):
         return
-    want, have = _host_port(address), _host_port(session.gcs_address)
+    want, have = host_port(address), host_port(session.gcs_address)
     if want is None or have is None or want == have:
         return
-    if _is_loopback(want[0]) and _is_loopback(have[0]) and want[1] == have[1]:
+    if is_loopback(want[0]) and is_loopback(have[0]) and want[1] == have[1]:
         return
     msg = (
         f"This process is already connected to the Ray cluster at {session.gcs_address}, so it "
@@ -245,9 +155,9 @@ def _connect(
         started = time.monotonic()
         check_reachable(address, connect_timeout)
         remaining = connect_timeout - (time.monotonic() - started)
-        target = _host_port(address)
-        loopback = target is not None and _is_loopback(target[0])
-        env = dict(_ENV_ALWAYS)
+        target = host_port(address)
+        on_loopback = target is not None and is_loopback(target[0])
+        values = dict(ENV_ALWAYS)
         what = f"join the Ray cluster at `address={address!r}`"
         deadline = max(remaining, 0.5)
     else:
@@ -256,15 +166,15 @@ def _connect(
         kwargs["address"] = "local"
         kwargs.setdefault("num_cpus", os.cpu_count() or 1)
         kwargs.setdefault("include_dashboard", False)
-        loopback = "_node_ip_address" not in kwargs
-        env = {**_ENV_ALWAYS, **_ENV_LOCAL}
-        if not loopback:
-            env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        on_loopback = NODE_IP_KWARG not in kwargs
+        values = {**ENV_ALWAYS, **ENV_LOCAL}
+        if not on_loopback:
+            values.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         what = "start a local Ray"
         deadline = max(connect_timeout, LOCAL_START_SECONDS)
-    with _env(env):
-        if loopback:
-            with _loopback():
+    with env(values):
+        if on_loopback:
+            with loopback(ray):
                 owner = _init_with_deadline(ray, kwargs, deadline, what)
         else:
             owner = _init_with_deadline(ray, kwargs, deadline, what)

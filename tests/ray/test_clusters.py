@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,20 +17,22 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-from _raycluster import HeadNode, run_driver
-
 from conveyor import flow
 from conveyor.config import find_config, resolve_runner
 from conveyor.plugins.manager import PluginHost
+from conveyor.testing import wait_until
 from conveyor_ray import RayRunner
+from tests.ray import _tasks as rt
+from tests.ray._support import HeadNode, run_driver, worker_env
 
 PRELUDE = textwrap.dedent(
     """
     import json, os, sys, threading, time
     import psutil
-    import _raytasks as rt
     from conveyor import flow, CrashedRun, BackendUnavailable
+    from conveyor.testing import wait_until
     from conveyor_ray import RayRunner
+    from tests.ray import _tasks as rt
 
     ME = psutil.Process()
 
@@ -54,9 +58,7 @@ PRELUDE = textwrap.dedent(
         return names
 
     def settle(limit=30.0):
-        deadline = time.monotonic() + limit
-        while ray_processes() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: not ray_processes(), limit, interval=0.2)
         return ray_processes()
 
     def report(**data):
@@ -175,7 +177,6 @@ class TestJoining:
             encoding="utf-8",
         )
         monkeypatch.chdir(tmp_path)
-        import _raytasks as rt
 
         runner = resolve_runner(host=PluginHost(), config=find_config())
         assert runner == RayRunner(address=ray_address, remote_options={"num_cpus": 1})
@@ -259,11 +260,6 @@ class TestClusterLoss:
                 )
                 """
             )
-            import subprocess
-            import sys
-
-            from _raycluster import worker_env
-
             script = tmp_path / "driver.py"
             script.write_text(code, encoding="utf-8")
             proc = subprocess.Popen(
@@ -274,10 +270,8 @@ class TestClusterLoss:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            deadline = time.monotonic() + 60
-            while not submitted.exists() and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.1)
+            wait_until(lambda: submitted.exists() or proc.poll() is not None, 60, interval=0.1)
+            assert proc.poll() is None, proc.communicate()
             time.sleep(1.0)  # let the runs reach the workers
             node.kill()
             killed.write_text(str(time.time()))

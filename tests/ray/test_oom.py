@@ -27,9 +27,8 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-from _raycluster import HeadNode, run_driver
-
 from conveyor.testing._tasks import count
+from tests.ray._support import HeadNode, run_driver
 
 GiB = 2**30
 # Skip unless the shared machine has this much available before the test starts its Ray.
@@ -57,9 +56,10 @@ DRIVER = textwrap.dedent(
 
     import psutil
 
-    import _oomtasks as oom
     from conveyor import flow
+    from conveyor.testing import wait_until
     from conveyor_ray import RayRunner
+    from tests.ray import _tasks as rt
 
     CFG = json.loads(os.environ["OOM_TEST_CONFIG"])
     GiB = 2**30
@@ -70,15 +70,6 @@ DRIVER = textwrap.dedent(
     def used():
         vm = psutil.virtual_memory()
         return vm.total - vm.available
-
-
-    def wait_until(predicate, limit):
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
 
 
     def describe(state):
@@ -95,12 +86,14 @@ DRIVER = textwrap.dedent(
     def oom_flow():
         release = str(DIR / "release")
         innocents = [
-            oom.innocent.submit(k, str(DIR / f"runs-{k}"), str(DIR / f"started-{k}"), release)
+            rt.innocent.submit(k, str(DIR / f"runs-{k}"), str(DIR / f"started-{k}"), release)
             for k in range(N)
         ]
         # The innocents hold their workers while the hog grows: Ray picks the newest task to
         # kill, so the hog is submitted once all of them run.
-        started = wait_until(lambda: all((DIR / f"started-{k}").exists() for k in range(N)), 60)
+        started = wait_until(
+            lambda: all((DIR / f"started-{k}").exists() for k in range(N)), 60, interval=0.05
+        )
         report = {"innocents_started": started}
         if started:
             now = used()
@@ -108,7 +101,7 @@ DRIVER = textwrap.dedent(
             cap = min(margin + CFG["overshoot"], psutil.virtual_memory().available - CFG["safety"])
             report.update(used_before_hog=now, margin=margin, cap=cap)
             t0 = time.monotonic()
-            hog = oom.hog.submit(str(DIR / "runs-hog"), cap, 60.0)
+            hog = rt.hog.submit(str(DIR / "runs-hog"), cap, 60.0)
             report["hog"] = describe(hog.wait(120))
             report["hog_seconds"] = time.monotonic() - t0
             body = DIR / "runs-hog.started"
@@ -116,7 +109,7 @@ DRIVER = textwrap.dedent(
                 report["hog_body_seconds"] = time.time() - float(body.read_text())
         Path(release).write_text("go", encoding="utf-8")
         report["innocents"] = [describe(f.wait(120)) for f in innocents]
-        report["after"] = describe(oom.square.submit(7).wait(60))
+        report["after"] = describe(rt.square.submit(7).wait(60))
         return report
 
 

@@ -1,19 +1,23 @@
 """
-Tasks for the Ray tests, in a module Ray workers can import (the cluster's PYTHONPATH has it).
+Tasks for the Ray tests, in a module Ray workers import as ``tests.ray._tasks``: the clusters the
+tests start have the repository root on their PYTHONPATH (``_support.worker_env``), and Ray puts
+the driver's working directory on its workers' path.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from conveyor import flow, get_run_logger, task
+from conveyor.testing import wait_until
 from conveyor.testing._tasks import bump, count
 
 __all__ = ["bump", "count"]
@@ -109,8 +113,9 @@ def hard_exit(path: str) -> None:
 
 @task
 def kill_self(path: str) -> None:
+    """Kills its own worker process (SIGKILL on POSIX)."""
     bump(path)
-    os.kill(os.getpid(), signal.SIGKILL)
+    psutil.Process().kill()
 
 
 @task
@@ -206,3 +211,57 @@ def array_info(a: Any) -> tuple[float, bool]:
     """The array's sum (its length for an array of objects), and whether it is writeable."""
     total = float(len(a)) if a.dtype.hasobject else float(a.sum())
     return total, bool(a.flags.writeable)
+
+
+def in_ray_worker() -> bool:
+    """Whether conveyor-ray tells that this process is a Ray worker (a plain Ray task)."""
+    import ray
+
+    from conveyor_ray._internals import in_worker
+
+    return in_worker(ray)
+
+
+def fail_plainly() -> None:
+    """A plain Ray task that raises."""
+    raise ValueError("failed plainly")
+
+
+# -- the out-of-memory test's tasks ---------------------------------------------------------------
+
+# The hog grows in steps of this size.
+CHUNK = 64 * 2**20
+
+
+@task
+def innocent(k: int, runs: str, started: str, release: str) -> int:
+    """Counts its run, says it started, then waits (bounded) until the test releases it."""
+    bump(runs)
+    Path(started).write_text(str(os.getpid()), encoding="utf-8")
+    if not wait_until(lambda: os.path.exists(release), 120.0, interval=0.05):
+        raise TimeoutError(f"innocent {k} was never released")
+    return k * k
+
+
+@task
+def hog(runs: str, cap_bytes: int, hold_seconds: float) -> int:
+    """
+    Counts its run and notes when it started, then grows by written (so resident) chunks up
+    to ``cap_bytes`` and holds them; Ray's memory monitor should kill it on the way. Returns
+    the chunks it held if it survived.
+    """
+    bump(runs)
+    Path(f"{runs}.started").write_text(repr(time.time()), encoding="utf-8")
+    held: list[bytes] = []
+    while len(held) * CHUNK < cap_bytes:
+        held.append(b"\x01" * CHUNK)  # memset: every page is touched, so it counts as used
+        time.sleep(0.02)  # pace the growth, so the monitor sees the crossing before the cap
+    deadline = time.monotonic() + hold_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(held)
+
+
+@task
+def square(k: int) -> int:
+    return k * k

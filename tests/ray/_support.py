@@ -1,5 +1,6 @@
 """
-Starting and stopping a `ray start --head` cluster on 127.0.0.1 for the tests, by PID only.
+Helpers of the Ray tests: starting and stopping a `ray start --head` cluster on 127.0.0.1, by
+PID only, and running a separate driver process against one.
 
 Never `ray stop`: it kills every Ray process on the machine, other people's included.
 """
@@ -12,14 +13,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent
+from conveyor.testing import wait_until
+
+# The repository root: on the PYTHONPATH of the Ray processes the tests start, so that their
+# workers import `tests.ray._tasks`. Never `tests/` itself: its `ray` package would shadow Ray.
+ROOT = Path(__file__).resolve().parents[2]
 RAY_BIN = Path(sys.executable).with_name("ray")
 
 
@@ -41,7 +44,7 @@ def free_port() -> int:
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of Ray processes the tests start: loopback, no retries, test imports."""
     env = dict(os.environ)
-    path = [str(HERE), str(TESTS)]
+    path = [str(ROOT)]
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])
     env.update(
@@ -89,13 +92,13 @@ class HeadNode:
         self._wait_ready(60.0)
 
     def _wait_ready(self, limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"`ray start --head` exited with {self.proc.returncode}")
-            if self._raylet_up():
-                return
-            time.sleep(0.2)
+        up = wait_until(
+            lambda: self.proc.poll() is not None or self._raylet_up(), limit, interval=0.2
+        )
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"`ray start --head` exited with {self.proc.returncode}")
+        if up:
+            return
         self.stop()
         raise RuntimeError(f"`ray start --head` on port {self.port} was not ready in {limit} s")
 
@@ -130,12 +133,12 @@ class HeadNode:
         return found
 
     def kill(self) -> None:
-        """SIGKILL the whole cluster (a lost cluster): its GCS first, then everything else."""
+        """Kill the whole cluster (a lost cluster): its GCS first, then everything else."""
         procs = self.processes()
         procs.sort(key=lambda p: 0 if "gcs" in _name(p) else 1)
         for p in procs:
             try:
-                p.send_signal(signal.SIGKILL)
+                p.kill()  # SIGKILL on POSIX
             except psutil.NoSuchProcess:
                 pass
 

@@ -1,4 +1,4 @@
-"""Faults on a real Ray cluster, mapped as RELIABILITY.md section 4 says."""
+"""Faults on a real Ray cluster, mapped as the fault table of plugins/ray_runner/README.md says."""
 
 from __future__ import annotations
 
@@ -12,23 +12,25 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-import _raytasks as rt
-
 from conveyor import CrashedRun, State, StateType, flow, task
+from conveyor.testing import wait_until
 from conveyor.testing._tasks import heartbeat
 from conveyor_ray import RayRunner
+from conveyor_ray._session import Session
+from tests.ray import _tasks as rt
 
 BOUND = 60.0
 
 
 def _heartbeat_stops(path: str, limit: float = 15.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    """Whether the heartbeat at ``path`` stops within ``limit`` s: no beat for 0.5 s."""
+
+    def quiet() -> bool:
         before = rt.count(path)
-        time.sleep(0.5)
-        if rt.count(path) == before:
-            return True
-    return False
+        time.sleep(0.5)  # the window in which no beat may come, not synchronisation
+        return rt.count(path) == before
+
+    return wait_until(quiet, limit, interval=0)
 
 
 def _run_one(runner: RayRunner, task: Any, *args: Any) -> tuple[State[Any], list[State[Any]]]:
@@ -235,9 +237,7 @@ class TestResultsAfterwards:
 
         state = one()
         assert state.result() == [1, 1]  # the process's session is still open
-        from conveyor_ray import _connection
-
-        gone = _connection.Session("127.0.0.1:1", owned=False, started_local=False, in_worker=False)
+        gone = Session("127.0.0.1:1", owned=False, started_local=False, in_worker=False)
         gone.lost = "gone for the test"
         state.data.session = gone
         with pytest.raises(CrashedRun, match="gone for the test") as info:
@@ -255,7 +255,7 @@ class TestRunnerFaults:
         for runs reported by a Ray callback, by a poll (13 in flight at once: 0.5 s each) and
         by the dispatcher's wait in Ray (a downstream run the dispatcher submitted).
         """
-        import conveyor_ray.runner as module
+        import conveyor_ray._report as module
 
         real = module.report_outcome
 
