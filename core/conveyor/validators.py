@@ -133,15 +133,27 @@ def mapping(
     return Check(test, f"give {what}", owner)
 
 
-def address(*, example: str, allow_none: bool = True, owner: str | None = None) -> Check:
-    """A non-blank address string (or None with ``allow_none``); ``example`` shows one."""
+def address(
+    *,
+    example: str | tuple[str, ...],
+    allow_none: bool = True,
+    none_means: str = "",
+    owner: str | None = None,
+) -> Check:
+    """
+    A non-blank address string (or None with ``allow_none``). ``example`` shows one (or a
+    tuple of them, joined with "or"); ``none_means`` says what None does.
+    """
 
     def test(value: Any) -> bool:
         if value is None:
             return allow_none
         return isinstance(value, str) and bool(value.strip())
 
-    fix = f"give an address such as {example!r}" + (", or None" if allow_none else "")
+    examples = (example,) if isinstance(example, str) else example
+    fix = "give an address such as " + " or ".join(repr(e) for e in examples)
+    if allow_none:
+        fix += f", or None {none_means}" if none_means else ", or None"
     return Check(test, fix, owner)
 
 

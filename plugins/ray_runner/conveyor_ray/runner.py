@@ -78,7 +78,10 @@ class RayRunner(Runner):
     )
 
     address: str | None = attrs.field(
-        default=None, validator=validators.address(example="127.0.0.1:6379")
+        default=None,
+        validator=validators.address(
+            example=("127.0.0.1:6379", "ray://host:10001"), none_means="to start a local Ray"
+        ),
     )
     init_kwargs: dict[str, Any] = attrs.field(
         factory=dict,
