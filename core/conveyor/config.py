@@ -80,6 +80,12 @@ def _parse(path: Path) -> dict[str, Any]:
     except OSError as exc:
         msg = f"Config file {path} could not be read: {exc.strerror}."
         raise ConfigError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"Config file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+            "save it as UTF-8, as TOML requires."
+        )
+        raise ConfigError(msg) from exc
     try:
         data: dict[str, Any] = tomllib.loads(text)
         return data
@@ -192,9 +198,11 @@ def resolve_runner(
             break
     if isinstance(spec, Runner):
         return spec
-    if spec is None or not isinstance(spec, str):
+    if isinstance(spec, str):
+        spec = spec.strip() or None  # `CONVEYOR_RUNNER='dask '` names the `dask` table too
+    if spec is None:
         config = config if config is not None else find_config()
-        spec = config.runner or DEFAULT_RUNNER
+        spec = (config.runner or DEFAULT_RUNNER).strip()
     elif config is None:
         config = find_config()
     options: dict[str, Any] = dict(config.runners.get(spec, {}))

@@ -8,6 +8,7 @@ the task, the option and the fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,8 +54,10 @@ _DELAY = v.seconds(allow_zero=True)
 _TIMEOUT = v.seconds(allow_none=True)
 _TABLE = v.mapping(what="a dict with string keys", allow_none=True)
 _AMOUNT = v.Check(
-    lambda n: isinstance(n, int | float) and not isinstance(n, bool) and n >= 0,
-    "give a number of 0 or more",
+    lambda n: (
+        isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n) and n >= 0
+    ),
+    "give a finite number of 0 or more",
 )
 
 
