@@ -8,15 +8,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from conveyor import ConfigError, flow, hookimpl, task
 from conveyor.config import find_config, resolve_runner
 from conveyor.plugins import PluginHost, use_host
-from conveyor.runners import ConcurrentRunner
+from conveyor.runners import Attempt, ConcurrencyType, ConcurrentRunner, Runner
+from conveyor.testing import wait_until
 from tests._support import make_distribution
 
 GOOD = """
@@ -177,3 +180,54 @@ class TestHostileConfig:
         """A resource request of NaN, infinity or a negative number is refused at definition."""
         with pytest.raises(ConfigError, match="give a finite number of 0 or more"):
             task(resources={"GPU": amount})(add_one.fn)
+
+
+HELD: list[Any] = []
+
+
+@attrs.define(kw_only=True, eq=False)
+class Silent(Runner):
+    """A runner that takes attempts and never says a word about them."""
+
+    name = "silent"
+    concurrency = ConcurrencyType.CONCURRENT
+
+    def execute(self, attempt: Attempt) -> None:
+        HELD.append(attempt)
+
+
+class TestSilentRunner:
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+    def test_a_runner_that_never_reports_gets_a_word(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, is_async: bool
+    ) -> None:
+        """A flow waiting on runs its runner never reports warns after the configured silence,
+        naming the runs; once the runner reports, the flow finishes."""
+        monkeypatch.setenv("CONVEYOR_STALL_WARNING_SECONDS", "0.2")
+        caplog.set_level("WARNING", logger="conveyor")
+        HELD.clear()
+
+        def report_once_warned() -> None:
+            wait_until(lambda: "no task run changed state" in caplog.text, 30)
+            for attempt in list(HELD):
+                attempt.succeed(2)
+
+        @flow(runner=Silent())
+        def stalls() -> None:
+            add_one.submit(1)
+
+        @flow(runner=Silent())
+        async def stalls_async() -> None:
+            add_one.submit(1)
+
+        reporter = threading.Thread(target=report_once_warned, daemon=True)
+        reporter.start()
+        if is_async:
+            import anyio
+
+            anyio.run(stalls_async)
+        else:
+            stalls()
+        reporter.join(30)
+        assert "still waiting for 1 run(s): add_one-1 (Pending)" in caplog.text

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor._context import log_names_var
 from conveyor._engine import TaskRun
 from conveyor._interrupts import watching_sigint
+from conveyor._stall import StallWatch
 from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
@@ -72,6 +73,7 @@ class FlowRun:
         self._warned: set[str] = set()
         self._idle_waiters: list[Callable[[], object]] = []
         self._summary: Counter[str] | None = None
+        self._stall = StallWatch()
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.name} on {self.runner.name}>"
@@ -134,6 +136,7 @@ class FlowRun:
 
     def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
         """A task run of this flow run changed state."""
+        self._stall.changed()
         try:
             if self._observe:
                 assert self.host is not None
@@ -219,10 +222,12 @@ class FlowRun:
             run.cancel(message)
 
     def wait_all(self) -> None:
-        """Block until every submitted task run is final."""
+        """Block until every submitted task run is final (warning when nothing moves)."""
         with self._idle:
             while self._inflight:
-                self._idle.wait()
+                if not self._idle.wait(self._stall.interval()):
+                    runs = list(self._inflight)  # the lock is held here
+                    self._stall.check(self.name, lambda: _describe_runs(runs))
 
     async def wait_all_async(self) -> None:
         """Await until every submitted task run is final, without blocking the loop."""
@@ -239,7 +244,15 @@ class FlowRun:
                 if not self._inflight:
                     return
                 self._idle_waiters.append(wake)
-            await waiter
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self._stall.interval())
+            except asyncio.TimeoutError:
+                self._stall.check(self.name, self._waiting_on)
+
+    def _waiting_on(self) -> str:
+        with self._lock:
+            runs = list(self._inflight)
+        return _describe_runs(runs)
 
     def final_state(self, value: Any, error: BaseException | None) -> State[Any]:
         """The flow run's state, from the body's outcome and its unchecked failed runs."""
@@ -354,6 +367,12 @@ def _deactivate(flow_run: FlowRun, tokens: tuple[Any, Any]) -> None:
     flow_run.accepting = False
     flow_run_var.reset(tokens[0])
     log_names_var.reset(tokens[1])
+
+
+def _describe_runs(runs: list[TaskRun]) -> str:
+    runs = sorted(runs, key=lambda r: r.future.id)
+    named = ", ".join(f"{r.future.name} ({r.future.peek().name})" for r in runs[:5])
+    return f"{len(runs)} run(s): {named}" + (", ..." if len(runs) > 5 else "")
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
