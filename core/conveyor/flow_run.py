@@ -5,6 +5,7 @@ final state follows from them, and the one driver that runs a sync or an async b
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -227,7 +228,7 @@ class FlowRun:
             while self._inflight:
                 if not self._idle.wait(self._stall.interval()):
                     runs = list(self._inflight)  # the lock is held here
-                    self._stall.check(self.name, lambda: _describe_runs(runs))
+                    self._stall.check(self.name, functools.partial(_describe_runs, runs))
 
     async def wait_all_async(self) -> None:
         """Await until every submitted task run is final, without blocking the loop."""

@@ -5,6 +5,7 @@ execute tasks in other processes can unpickle them by reference.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -100,3 +101,44 @@ def wait_for_file(path: str, limit: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+@task
+def log_warning(message: str) -> str:
+    """Log ``message`` at WARNING on a logger of its own, from wherever the task runs."""
+    logging.getLogger("conveyor.conformance").warning(message)
+    return message
+
+
+@task
+def exit_process(code: int) -> None:
+    """End the process the task runs in at once, as a crash or the OOM killer would."""
+    os._exit(code)
+
+
+class DriverRefuses:
+    """A value that unpickles anywhere but in the driver's process (pid ``driver``)."""
+
+    def __init__(self, driver: int, value: int) -> None:
+        self.driver = driver
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, tuple[int, int]]:
+        return (_rebuild_unless_driver, (self.driver, self.value))
+
+
+def _rebuild_unless_driver(driver: int, value: int) -> DriverRefuses:
+    if os.getpid() == driver:
+        msg = "this value came through the driver, though the runner declares native futures"
+        raise RuntimeError(msg)
+    return DriverRefuses(driver, value)
+
+
+@task
+def make_driver_refuses(driver: int, value: int) -> DriverRefuses:
+    return DriverRefuses(driver, value)
+
+
+@task
+def unwrap(box: DriverRefuses) -> int:
+    return box.value

@@ -34,16 +34,17 @@ from conveyor.plugins.manager import PluginHost, get_host, use_host
 from conveyor.runners.protocol import ConcurrencyType, Runner
 from conveyor.states import CrashReason, State, StateType
 from conveyor.testing import _tasks as t
+from conveyor.testing._promises import RunnerPromises
 from conveyor.testing._recording import Recorder, assert_reasons_are_members
 from conveyor.testing._waiting import wait_until
 
 __all__ = ["RunnerConformance"]
 
 # Generous bounds: they stop a broken runner from hanging the suite; they are not timings.
-BOUND = 60.0
+BOUND = 30.0
 
 
-class RunnerConformance:
+class RunnerConformance(RunnerPromises):
     """
     The behaviours every conveyor runner must show. Provide a ``runner`` fixture.
     """
