@@ -491,3 +491,70 @@ class Usage:
         self.threads = {t for t in threading.enumerate() if not t.daemon}
         self.fds = me.num_fds()
         self.children = {c.pid for c in me.children(recursive=False)}
+
+
+def check_group_interrupt(tmp_path: Path, runner: str, tries: int = 10) -> None:
+    """
+    Ctrl-C from a terminal, ``tries`` times: `conveyor run pipeline.py:long --runner <runner>`
+    runs in a process group of its own with its output going to a file (buffered, as when it
+    is redirected), and SIGINT goes to the whole group, workers included, as a terminal sends
+    it. Each time it exits with 130 within 15 s, and no process of the group is left.
+    """
+    (tmp_path / "pipeline.py").write_text(LONG_FLOW)
+    env = backend_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    outcomes = []
+    for attempt in range(tries):
+        folder = tmp_path / f"try-{attempt}"
+        folder.mkdir()
+        (folder / "pipeline.py").write_text(LONG_FLOW)
+        with open(folder / "out.txt", "w") as out, open(folder / "err.txt", "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "run", "pipeline.py:long", "--runner", runner],
+                cwd=folder,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, as a shell job has
+            )
+        group = proc.pid
+        try:
+            assert wait_until(started_task(folder), 120), (folder / "err.txt").read_text()
+            members = _group_members(group)
+            start = time.monotonic()
+            os.killpg(group, signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                outcomes.append(f"try {attempt}: still running 15 s after the SIGINT")
+                continue
+            took = time.monotonic() - start
+            left = wait_until(lambda: not alive(members | _group_members(group)), 15)
+            if proc.returncode != 130 or not left:
+                outcomes.append(
+                    f"try {attempt}: exit {proc.returncode} after {took:.1f} s, "
+                    f"left {alive(members | _group_members(group))}"
+                )
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pid in alive(_group_members(group)):
+                try:
+                    psutil.Process(pid).kill()  # a process this test started, by its group
+                except psutil.Error:
+                    continue
+    assert outcomes == [], outcomes
+
+
+def _group_members(group: int) -> set[int]:
+    """The PIDs of the living processes in process group ``group``."""
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == group:
+                found.add(proc.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found

@@ -18,7 +18,7 @@ import pytest
 from conveyor import Runner, flow, task
 from conveyor.runners import ConcurrentRunner, SequentialRunner
 from conveyor.testing import wait_until
-from tests._staying_power import LONG_FLOW, check_program_interrupt
+from tests._staying_power import LONG_FLOW, check_group_interrupt, check_program_interrupt
 from tests._support import RUN_BUDGET_BYTES, peak_rss_growth
 
 STUBBORN_RUNNER_FLOW = """
@@ -308,3 +308,10 @@ def test_eager_map_keeps_at_most_map_window_runs_unfinished() -> None:
     with use_host(PluginHost(entry_points=False, extra_plugins=[("count", counter)])):
         assert mapped() == sum(range(400))
     assert 0 < counter.peak <= 9
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_to_the_process_group_ten_times_on_concurrent(tmp_path: Path) -> None:
+    """SIGINT to the whole process group of `conveyor run --runner concurrent`, output to a
+    file, 10 times in 10: exit 130 within 15 s each time, with no process left."""
+    check_group_interrupt(tmp_path, "concurrent", tries=10)
