@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -530,7 +531,8 @@ def check_group_interrupt(tmp_path: Path, runner: str, tries: int = 10) -> None:
                 outcomes.append(f"try {attempt}: still running 15 s after the SIGINT")
                 continue
             took = time.monotonic() - start
-            left = wait_until(lambda: not alive(members | _group_members(group)), 15)
+            gone = functools.partial(_all_gone, members, group)
+            left = wait_until(gone, 15)
             if proc.returncode != 130 or not left:
                 outcomes.append(
                     f"try {attempt}: exit {proc.returncode} after {took:.1f} s, "
@@ -546,6 +548,10 @@ def check_group_interrupt(tmp_path: Path, runner: str, tries: int = 10) -> None:
                 except psutil.Error:
                     continue
     assert outcomes == [], outcomes
+
+
+def _all_gone(members: set[int], group: int) -> bool:
+    return not alive(members | _group_members(group))
 
 
 def _group_members(group: int) -> set[int]:
