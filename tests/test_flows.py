@@ -321,3 +321,58 @@ class TestSecondInterrupt:
         assert fired
         assert runner.stops == 1
         assert not runner.started
+
+
+class TestNestedFlows:
+    def test_a_nested_flow_on_the_same_runner_shares_the_started_runner(self) -> None:
+        """A flow called from a flow body, resolving to the same runner configuration, uses
+        the outer run's started runner instead of starting another, and leaves it running."""
+        from conveyor import current_flow_run
+
+        seen: list[object] = []
+
+        @flow(runner="concurrent")
+        def inner() -> int:
+            run = current_flow_run()
+            assert run is not None
+            seen.append(run.runner)
+            return add_one_task.submit(1).result()
+
+        @flow(runner="concurrent")
+        def outer() -> tuple[int, bool]:
+            run = current_flow_run()
+            assert run is not None
+            seen.append(run.runner)
+            value = inner()
+            return value, run.runner.started
+
+        assert outer() == (2, True)
+        assert seen[0] is seen[1]
+
+    def test_a_nested_flow_on_another_configuration_starts_its_own(self) -> None:
+        """A nested flow whose runner differs (another name or options) starts its own."""
+        from conveyor import current_flow_run
+        from conveyor.runners import ConcurrentRunner
+
+        seen: list[object] = []
+
+        @flow(runner=ConcurrentRunner(max_workers=2))
+        def inner() -> None:
+            run = current_flow_run()
+            assert run is not None
+            seen.append(run.runner)
+
+        @flow(runner="concurrent")
+        def outer() -> None:
+            run = current_flow_run()
+            assert run is not None
+            seen.append(run.runner)
+            inner()
+
+        outer()
+        assert seen[0] is not seen[1]
+
+
+@task
+def add_one_task(x: int) -> int:
+    return x + 1

@@ -10,10 +10,10 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor._context import log_names_var
+from conveyor._driver import drive, drive_async
 from conveyor._engine import TaskRun
 from conveyor._interrupts import watching_sigint
 from conveyor._stall import StallWatch
@@ -21,12 +21,11 @@ from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
-from conveyor.run_logging import install_record_factory
 from conveyor.runners._inline import loop_inline_runner
 from conveyor.runners.protocol import ConcurrencyType, Runner
 from conveyor.runners.sequential import SequentialRunner
 from conveyor.states import FINAL_TYPES, Completed, Failed, State, StateType
-from conveyor.tasks import Task, flow_run_var
+from conveyor.tasks import Task
 
 if TYPE_CHECKING:
     import asyncio
@@ -53,12 +52,16 @@ class FlowRun:
         is_async: bool,
         runner: Runner,
         host: PluginHost | None,
+        *,
+        owns_runner: bool = True,
     ) -> None:
         self.id = os.urandom(4).hex()
         self.name = f"{name}-{self.id}"
         self.body = body
         self.is_async = is_async
         self.runner = runner
+        #: Whether this run starts and stops its runner (False: an outer flow run's, shared).
+        self.owns_runner = owns_runner
         self.host = host
         self.accepting = True
         self.info = FlowRunInfo(
@@ -93,34 +96,18 @@ class FlowRun:
 
             state: State[Any] = anyio.run(lambda: self.run_async(args, kwargs))
             return state
-        kwargs = kwargs or {}
-        steps = _drive(self, args, kwargs)
         with watching_sigint():
-            op: Any = next(steps)
-            while True:
-                try:
-                    result, error = _perform(self, op, args, kwargs), None
-                except BaseException as exc:
-                    result, error = None, exc
-                finished, op = _advance(steps, result, error)
-                if finished:
-                    return op  # type: ignore[no-any-return]
+            return drive(self, args, kwargs or {})
 
     async def run_async(
         self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> State[Any]:
         """:meth:`run` for an async body, on the running event loop."""
-        kwargs = kwargs or {}
-        steps = _drive(self, args, kwargs)
-        op: Any = next(steps)
-        while True:
-            try:
-                result, error = await _perform_async(self, op, args, kwargs), None
-            except BaseException as exc:
-                result, error = None, exc
-            finished, op = _advance(steps, result, error)
-            if finished:
-                return op  # type: ignore[no-any-return]
+        return await drive_async(self, args, kwargs or {})
+
+    def close_inline(self) -> None:
+        """Stop the runner of this run's inline calls."""
+        self._inline.stop()
 
     # -- bookkeeping used by the engine -----------------------------------------------------
 
@@ -270,104 +257,6 @@ class FlowRun:
             f"{len(unchecked)} task run(s) did not complete and the flow never checked them: "
             f"{listed}{more}.",
         )
-
-
-# -- the driver: one sequence of steps for sync and async bodies ----------------------------
-# `_drive` yields what to do next (start the runner, run the body, wait for the task runs, stop
-# the runner); `FlowRun.run` does each step by blocking, `FlowRun.run_async` by awaiting, and
-# sends back the result or throws in what the step raised, so both share every rule: the
-# cancel on an early end, the second Ctrl-C guard and the final state.
-
-_START, _BODY, _WAIT, _STOP = "start", "body", "wait", "stop"
-
-
-def _drive(
-    flow_run: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Generator[str, Any, State[Any]]:
-    yield _START
-    value: Any = None
-    error: BaseException | None = None
-    try:
-        if flow_run.host is not None:
-            flow_run.host.flow_run_started(flow_run.info)
-        tokens = _activate(flow_run)
-        try:
-            value = yield _BODY
-            yield _WAIT
-        except BaseException as exc:
-            error = exc
-            flow_run.cancel_all(f"Flow run {flow_run.name!r} ended early: {type(exc).__name__}.")
-        finally:
-            _deactivate(flow_run, tokens)
-    finally:
-        flow_run._inline.stop()
-        try:
-            yield _STOP
-        except KeyboardInterrupt:
-            # A second Ctrl-C. Landing inside the runner's stop, it is the runner's to handle;
-            # landing before that stop began, it would leave the runner (its cluster) running:
-            # stop it now.
-            if flow_run.runner.started:
-                yield _STOP
-            raise
-        except Exception:
-            if error is None:
-                raise
-            # The body's error matters more than a cleanup error; keep it and log this one.
-            logger.exception("Stopping runner %r failed.", flow_run.runner.name)
-    state = flow_run.final_state(value, error)
-    if flow_run.host is not None:
-        flow_run.host.flow_run_finished(flow_run.info, state)
-    if error is not None and not isinstance(error, Exception):
-        raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
-    return state
-
-
-def _advance(
-    steps: Generator[str, Any, State[Any]], result: Any, error: BaseException | None
-) -> tuple[bool, Any]:
-    """
-    Hand a step's result (or what it raised) to the driver: (True, final state) when it is
-    done, else (False, the next step).
-    """
-    try:
-        return False, steps.send(result) if error is None else steps.throw(error)
-    except StopIteration as done:
-        return True, done.value
-
-
-def _perform(flow_run: FlowRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if op == _START:
-        return flow_run.runner.start()
-    if op == _BODY:
-        return flow_run.body(*args, **kwargs)
-    if op == _WAIT:
-        return flow_run.wait_all()
-    return flow_run.runner.stop()
-
-
-async def _perform_async(
-    flow_run: FlowRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if op == _START:
-        return await flow_run.runner.__aenter__()
-    if op == _BODY:
-        body: Coroutine[Any, Any, Any] = flow_run.body(*args, **kwargs)
-        return await body
-    if op == _WAIT:
-        return await flow_run.wait_all_async()
-    return await flow_run.runner.__aexit__(None, None, None)
-
-
-def _activate(flow_run: FlowRun) -> tuple[Any, Any]:
-    install_record_factory()
-    return flow_run_var.set(flow_run), log_names_var.set((flow_run.name, None))
-
-
-def _deactivate(flow_run: FlowRun, tokens: tuple[Any, Any]) -> None:
-    flow_run.accepting = False
-    flow_run_var.reset(tokens[0])
-    log_names_var.reset(tokens[1])
 
 
 def _describe_runs(runs: list[TaskRun]) -> str:

@@ -85,13 +85,21 @@ class Flow(Generic[P, R]):
         """
         A new, unstarted run of this flow, on the runner that resolution picks now (see
         :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`. Calling the flow does
-        both.
+        both. Inside another flow run whose runner has the same configuration, the new run
+        uses that started runner and leaves its lifecycle to the outer run.
         """
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
 
         host = get_host()
         runner = resolve_runner(call=self._call_runner, decorator=self.runner, host=host)
+        parent = flow_run_var.get()
+        if parent is not None:
+            started = parent.info.runner
+            if type(started) is type(runner) and started == runner and started.started:
+                # A flow called from a flow on the same runner configuration shares its
+                # started runner (its cluster) instead of starting another one.
+                return FlowRun(self.name, self.fn, self.is_async, started, host, owns_runner=False)
         return FlowRun(self.name, self.fn, self.is_async, runner.duplicate(), host)
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
