@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from conveyor._trust import check_trusted
 from conveyor.exceptions import ConfigError, UnknownRunnerError
 from conveyor.runners import Runner
 from conveyor.validators import matches_type, type_name
@@ -119,18 +120,22 @@ def _from_table(path: Path, table: dict[str, Any], prefix: str) -> FileConfig:
 def find_config(start: Path | None = None) -> FileConfig:
     """
     The nearest config at or above ``start`` (default: the working directory): a
-    ``conveyor.toml``, or a ``pyproject.toml`` with a ``[tool.conveyor]`` table.
+    ``conveyor.toml``, or a ``pyproject.toml`` with a ``[tool.conveyor]`` table. A file that
+    belongs to another user, or that anyone may write, is refused unless its folder is listed
+    as safe (see :mod:`conveyor._trust`).
     """
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / "conveyor.toml"
         if candidate.is_file():
+            check_trusted(candidate)
             return _from_table(candidate, _parse(candidate), "")
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
             data = _parse(candidate)
             tool = data.get("tool", {})
             if isinstance(tool, dict) and "conveyor" in tool:
+                check_trusted(candidate)
                 table = _section(candidate, tool["conveyor"], "tool.conveyor")
                 return _from_table(candidate, table, "tool.conveyor.")
     return FileConfig()
