@@ -43,6 +43,7 @@ __all__ = [
     "invalid",
     "mapping",
     "matches_type",
+    "resolve_name",
     "seconds",
     "type_name",
     "whole_number",
@@ -166,6 +167,48 @@ def dotted_name_or_class(*, example: str, owner: str | None = None) -> Check:
         return isinstance(value, str) and "." in value.strip(". :")
 
     return Check(test, f"give a class or its dotted name, such as {example}", owner)
+
+
+def resolve_name(
+    dotted: str, *, owner: str, option: str, accept: Callable[[Any], bool], what: str
+) -> Any:
+    """
+    The object a dotted name (``package.module.Name`` or ``package.module:Name``) names, if
+    ``accept(obj)`` says it is ``what`` it should be; else :class:`~conveyor.ConfigError`.
+    Only the named module is imported, and nothing is called: an option that names code can
+    never run something else than what it claims.
+
+    >>> resolve_name("collections.OrderedDict", owner="R", option="cls",
+    ...              accept=lambda o: isinstance(o, type), what="a class").__name__
+    'OrderedDict'
+    >>> resolve_name("os.getcwd", owner="R", option="cls",
+    ...              accept=lambda o: isinstance(o, type), what="a class")
+    Traceback (most recent call last):
+    ...
+    conveyor.exceptions.ConfigError: R: `cls='os.getcwd'` is invalid; give a class (it names a builtin_function_or_method).
+    """
+    import importlib  # deferred: only options that name code need it
+
+    module_name, sep, attribute = dotted.strip().replace(":", ".").rpartition(".")
+    if not sep or not module_name or not attribute:
+        raise invalid(
+            owner, option, dotted, f"give {what} as a dotted name such as 'package.module.Name'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise invalid(
+            owner, option, dotted, f"give {what}; module {module_name!r} cannot be imported ({exc})"
+        ) from exc
+    obj = getattr(module, attribute, _MISSING)
+    if obj is _MISSING:
+        raise invalid(owner, option, dotted, f"give {what}; {module_name!r} has no {attribute!r}")
+    if not accept(obj):
+        raise invalid(owner, option, dotted, f"give {what} (it names a {type(obj).__name__})")
+    return obj
+
+
+_MISSING = object()
 
 
 def matches_type(value: Any, expected: Any) -> bool:
