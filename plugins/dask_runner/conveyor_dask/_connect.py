@@ -8,6 +8,7 @@ Importing this module does not import ``distributed``: :func:`connect` does.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 import os
@@ -78,9 +79,11 @@ class Secession:
 
     def secede(self) -> None:
         """Secede this task thread, so the worker runs other tasks while it waits."""
-        from distributed import secede  # defers importing distributed
-
-        secede()  # type: ignore[no-untyped-call]
+        # secede() hands the worker's event loop a callback that runs in a copy of this
+        # thread's context, and the task that takes the freed slot inherits it. In an async
+        # nested flow that context says "asyncio is running here" (sniffio's marker, set by
+        # anyio), and that task's anyio.run() would refuse to start: clear the marker first.
+        contextvars.copy_context().run(_secede_outside_event_loop)
         self._thread = threading.current_thread()
 
     def rejoin(self) -> None:
@@ -90,6 +93,18 @@ class Secession:
 
             self._thread = None
             rejoin()  # type: ignore[no-untyped-call]
+
+
+def _secede_outside_event_loop() -> None:
+    from distributed import secede  # defers importing distributed
+
+    try:
+        import sniffio  # what anyio marks the running event loop with, when installed
+    except ImportError:  # pragma: no cover - anyio then sets no marker
+        pass
+    else:
+        sniffio.current_async_library_cvar.set(None)
+    secede()  # type: ignore[no-untyped-call]
 
 
 @attrs.define
