@@ -164,7 +164,7 @@ class Connection:
         _internals.skip_close_at_exit(cluster)
         if not isinstance(cluster, LocalCluster):
             return  # its processes are not known to be this machine's
-        pids = [getattr(nanny, "pid", None) for nanny in list(cluster.workers.values())]
+        pids = _internals.worker_pids(cluster)
         if isinstance(cluster.scheduler, SchedulerProcess):
             pids.append(cluster.scheduler.pid)
         for pid in pids:

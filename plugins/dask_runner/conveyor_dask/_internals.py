@@ -27,18 +27,24 @@ __all__ = [
     "MEMORY_RESTART_TOPIC",
     "Internal",
     "closed_client_error",
+    "drop_scheduler_comm",
     "forbid_recompute",
     "forget_workers",
     "has_plugin",
+    "in_process_scheduler_options",
     "killed_worker_address",
     "memory_restart_rss",
     "missing",
+    "missing_on_scheduler",
+    "missing_on_worker",
     "send_now",
     "skip_close_at_exit",
     "stop_loop_thread",
     "stream_closed",
+    "use_scheduler",
     "was_written",
     "worker_loop",
+    "worker_pids",
     "worker_scheduler_address",
 ]
 
@@ -175,6 +181,11 @@ def forget_workers(cluster: Any) -> list[Any]:
     cluster.workers.clear()
     cluster.worker_spec.clear()
     return workers
+
+
+def worker_pids(cluster: Any) -> list[Any]:
+    """The PIDs of the cluster's worker processes (a nanny's ``pid``; None where unknown)."""
+    return [getattr(nanny, "pid", None) for nanny in list(cluster.workers.values())]
 
 
 def skip_close_at_exit(cluster: Any) -> None:
