@@ -1,6 +1,7 @@
 """
 Fixtures for the Dask runner tests: one small LocalCluster of worker processes for the module,
-and helpers to count how often a task body ran (one file per run in a folder).
+and a folder where task bodies record each execution (counted with
+``tests.dask._support.count_runs``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any
 import pytest
 
 pytest.importorskip("conveyor_dask")
-
-from dask_helpers import count_runs, wait_until  # noqa: F401 - re-exported for the tests
 
 
 @pytest.fixture(scope="module")

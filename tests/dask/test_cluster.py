@@ -76,7 +76,7 @@ def test_the_default_runner_starts_and_stops_it() -> None:
     worker_pid = probe()
     assert len(seen["schedulers"]) == 1, seen
     assert worker_pid in seen["all"] - seen["schedulers"]  # the task ran in a worker process
-    assert wait_until(lambda: not alive(seen["all"]), limit=15), alive(seen["all"])
+    assert wait_until(lambda: not alive(seen["all"]), 15), alive(seen["all"])
 
 
 def _children_running(text: str) -> set[int]:
@@ -137,7 +137,7 @@ def test_the_scheduler_ends_when_the_driver_dies(tmp_path: Path) -> None:
         finally:
             proc.kill()
             proc.wait(timeout=30)
-    assert wait_until(lambda: not alive(set(pids["all"])), limit=15), alive(set(pids["all"]))
+    assert wait_until(lambda: not alive(set(pids["all"])), 15), alive(set(pids["all"]))
 
 
 def _small_cluster(**kwargs: Any) -> Any:
@@ -204,7 +204,7 @@ def test_a_scheduler_that_died_does_not_hold_up_the_close() -> None:
     pid = cluster.scheduler.pid
     workers = {w.pid for w in cluster.workers.values()}
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not cluster.scheduler.alive, limit=15)
+    assert wait_until(lambda: not cluster.scheduler.alive, 15)
     assert cluster.scheduler.pid is None  # never a PID that may belong to another process now
     cluster.close(timeout=30)
-    assert wait_until(lambda: not alive(workers), limit=15), alive(workers)
+    assert wait_until(lambda: not alive(workers), 15), alive(workers)

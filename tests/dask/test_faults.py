@@ -1,4 +1,4 @@
-"""Faults on real clusters, mapped as ../shared/RELIABILITY.md asks."""
+"""Faults on real clusters: each ends as the fault table of the plugin's README says."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from dask_helpers import count_runs, wait_until
-
 from conveyor import CrashedRun, StateType, current_flow_run, flow, task, unmapped
+from conveyor.testing import wait_until
 from conveyor_dask import DaskRunner
+from tests.dask._support import count_runs
 
 
 @task
 def touch(folder: str, name: str, seconds: float = 0.0) -> str:
     import time
 
-    from dask_helpers import record
+    from tests.dask._support import record
 
     record(folder, name)
     time.sleep(seconds)
@@ -34,7 +34,7 @@ def die(folder: str, how: str) -> None:
     import os
     import signal
 
-    from dask_helpers import record
+    from tests.dask._support import record
 
     record(folder, "culprit")
     if how == "exit":
@@ -49,7 +49,7 @@ def die_after_others(folder: str, others: int) -> None:
     import time
     from pathlib import Path
 
-    from dask_helpers import record
+    from tests.dask._support import record
 
     record(folder, "culprit")
     deadline = time.monotonic() + 120
@@ -62,7 +62,7 @@ def die_after_others(folder: str, others: int) -> None:
 def sleeper(folder: str, name: str, seconds: float) -> str:
     import time
 
-    from dask_helpers import record
+    from tests.dask._support import record
 
     record(folder, f"{name}-start")
     time.sleep(seconds)
@@ -201,7 +201,7 @@ class TestWorkerDeath:
                 wait_until(
                     lambda: holder not in c.scheduler_info(n_workers=-1)["workers"],
                     30,
-                    "the scheduler to drop the killed worker",
+                    what="the scheduler to drop the killed worker",
                 )
             with pytest.raises(CrashedRun) as info:
                 fut.result()
@@ -248,13 +248,15 @@ class TestTimeoutAndCancel:
             wait_until(
                 lambda: count_runs(runs_dir, "busy0-start") and count_runs(runs_dir, "busy1-start"),
                 30,
-                "both workers to be busy",
+                what="both workers to be busy",
             )
             pending = sleeper.submit(folder, "pending", 0)
             assert pending.cancel()
             busy[0].cancel()
             pid = int(next(runs_dir.glob("busy0-start.*")).read_text())
-            wait_until(lambda: not _alive(pid), 5, "the cancelled task's worker process to stop")
+            wait_until(
+                lambda: not _alive(pid), 5, what="the cancelled task's worker process to stop"
+            )
             states = [busy[0].wait(5), pending.wait(5), busy[1].wait(30)]
             after = sleeper.submit(folder, "after", 0).result(timeout=30)
             return states, after
@@ -279,7 +281,7 @@ class TestBackendLoss:
             wait_until(
                 lambda: count_runs(runs_dir, "s0-start") or count_runs(runs_dir, "s1-start"),
                 30,
-                "a run to start",
+                what="a run to start",
             )
             closer = threading.Thread(target=runner.cluster.close)
             t0 = time.monotonic()

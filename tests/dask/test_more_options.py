@@ -22,23 +22,23 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from _more_tasks import (
+from conveyor import StateType, current_flow_run, flow
+from conveyor.testing import wait_until
+from conveyor_dask import DaskRunner
+from tests.dask._support import (
     RecordingCluster,
+    count_runs,
     hog,
     innocent,
     outer_async,
     outer_sync,
     where,
 )
-from dask_helpers import count_runs, wait_until
-
-from conveyor import StateType, current_flow_run, flow
-from conveyor_dask import DaskRunner
 
 MEMORY_LIMIT = 300 << 20
 #: The nanny's settings for the memory test, pinned so it does not depend on the user's
 #: Dask config: the nanny terminates a worker whose RSS passes 95 % of its ``memory_limit``,
-#: looking every 100 ms (RELIABILITY.md, scenario c').
+#: looking every 100 ms.
 NANNY_MEMORY_CONFIG = {
     "distributed.worker.memory.terminate": 0.95,
     "distributed.worker.memory.monitor-interval": "100ms",
@@ -91,7 +91,7 @@ class TestMemoryLimit:
             events = wait_until(
                 lambda: client.get_events("worker-restart-memory"),
                 10,
-                "the nanny's worker-restart-memory event",
+                what="the nanny's worker-restart-memory event",
             )
             return state, elapsed, values, after, [msg for _, msg in events]
 
@@ -196,7 +196,7 @@ class TestClusterClass:
         ("spec", "expected"),
         [
             ("distributed.LocalCluster", "LocalCluster"),
-            ("_more_tasks.RecordingCluster", "RecordingCluster"),
+            ("tests.dask._support.RecordingCluster", "RecordingCluster"),
             (RecordingCluster, "RecordingCluster"),
         ],
         ids=["dotted-LocalCluster", "dotted-subclass", "class-object"],
@@ -229,7 +229,7 @@ class TestClusterClass:
 
         assert type(cluster).__name__ == expected
         assert type(cluster).__module__ == (
-            "_more_tasks" if expected == "RecordingCluster" else "distributed.deploy.local"
+            "tests.dask._support" if expected == "RecordingCluster" else "distributed.deploy.local"
         )
         assert owned
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")

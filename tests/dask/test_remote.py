@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from dask_helpers import wait_until
-
 from conveyor import BackendUnavailable, StateType, flow, task
+from conveyor.testing import wait_until
 from conveyor_dask import DaskRunner
 
-HERE = Path(__file__).parent
+#: The repository root: the workers import the tasks of this module as ``tests.dask.test_remote``.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -46,7 +46,7 @@ def remote_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
     address = f"tcp://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
     dask = [sys.executable, "-m", "distributed.cli"]
@@ -155,7 +155,7 @@ class TestRemoteCluster:
         @flow
         def f() -> Any:
             futs = [slow.submit(5) for _ in range(4)]
-            wait_until(lambda: any(x.running() for x in futs) or True, 5, "runs to start")
+            wait_until(lambda: any(x.running() for x in futs) or True, 5, what="runs to start")
             t0 = time.monotonic()
             scheduler.kill()
             states = [x.wait(30) for x in futs]

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("conveyor_dask")
 
-from dask_helpers import count_runs, wait_until
-
 from conveyor import StateType, current_flow_run, flow, get_run_logger, task
 from conveyor.run_logging import install_record_factory
+from conveyor.testing import wait_until
 from conveyor_dask import DaskResult, DaskRunner
+from tests.dask._support import count_runs
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ class TestValues:
             states = [fu.wait(30) for fu in futures]
             assert all(s is not None and s.is_completed() for s in states), states
             client = current_flow_run().runner.client  # type: ignore[union-attr]
-            wait_until(lambda: not client.futures, 30, "the client to release every key")
+            wait_until(lambda: not client.futures, 30, what="the client to release every key")
             return [s.data for s in states], len(client.futures)
 
         data, held = f()
@@ -114,9 +114,9 @@ class TestValues:
         fetched in batches and their Dask futures released, so the driver holds values, not
         one Dask future per run.
         """
-        import conveyor_dask.runner as dask_runner
+        from conveyor_dask import _prefetch
 
-        monkeypatch.setattr(dask_runner, "SMALL_HELD", 8)
+        monkeypatch.setattr(_prefetch, "SMALL_HELD", 8)
         values = [1, 2.5, True, 3j, *range(4, 20)]
 
         @flow(runner=runner)
@@ -124,7 +124,9 @@ class TestValues:
             futures = [echo.submit(v) for v in values]
             refs = [fu.wait(30).data for fu in futures]  # type: ignore[union-attr]
             client = current_flow_run().runner.client  # type: ignore[union-attr]
-            wait_until(lambda: len(client.futures) <= 8, 30, "the oldest small results fetched")
+            wait_until(
+                lambda: len(client.futures) <= 8, 30, what="the oldest small results fetched"
+            )
             fetched, held = [r.fetched for r in refs], len(client.futures)
             return fetched, [fu.result() for fu in futures], held
 
@@ -148,14 +150,14 @@ def echo(value: Any) -> Any:
 
 @task
 def make_tracked(n: int) -> Any:
-    from dask_helpers import Tracked
+    from tests.dask._support import Tracked
 
     return Tracked(b"x" * n)
 
 
 @task
 def grow(t: Any) -> Any:
-    from dask_helpers import Tracked
+    from tests.dask._support import Tracked
 
     return Tracked(t.payload + b"y")
 
@@ -168,9 +170,9 @@ def size_of(t: Any) -> int:
 class TestNativeFutures:
     def test_driver_never_unpickles_intermediates(self, runner: DaskRunner) -> None:
         """Values passed between tasks move worker to worker; the driver unpickles only what it asks for."""
-        import dask_helpers
+        from tests.dask._support import UNPICKLED_IN
 
-        dask_helpers.UNPICKLED_IN.clear()
+        UNPICKLED_IN.clear()
 
         @flow(runner=runner)
         def f() -> int:
@@ -180,14 +182,14 @@ class TestNativeFutures:
             return size_of.submit(t).result()
 
         assert f() == 1005
-        assert dask_helpers.UNPICKLED_IN == []
+        assert UNPICKLED_IN == []
 
         @flow(runner=runner)
         def g() -> int:
             return len(make_tracked.submit(10).result().payload)
 
         assert g() == 10
-        assert [os.getpid()] == dask_helpers.UNPICKLED_IN
+        assert [os.getpid()] == UNPICKLED_IN
 
 
 @task
@@ -242,7 +244,7 @@ def exits() -> None:
 
 @task
 def returns_lock() -> Any:
-    from dask_helpers import make_lock
+    from tests.dask._support import make_lock
 
     return make_lock()
 
@@ -254,14 +256,14 @@ def returns_generator() -> Any:
 
 @task
 def returns_bomb() -> Any:
-    from dask_helpers import UnpickleBomb
+    from tests.dask._support import UnpickleBomb
 
     return UnpickleBomb()
 
 
 @task
 def touch(folder: str, name: str, arg: Any = None) -> str:
-    from dask_helpers import record
+    from tests.dask._support import record
 
     record(folder, name)
     return name

@@ -14,6 +14,10 @@ __all__ = ["DaskResult"]
 
 _UNSET: Any = object()
 
+#: The reason of the CrashedRun that ``get()`` raises when the value is gone. Not a
+#: CrashReason: the run itself stays COMPLETED; only its value was lost.
+RESULT_LOST = "result-lost"
+
 
 class DaskResult(ResultRef[Any]):
     """
@@ -59,7 +63,7 @@ class DaskResult(ResultRef[Any]):
                     f"({type(exc).__name__}: {exc}); the worker holding it died or the runner "
                     "stopped. Fetch results inside the flow (future.result()) to keep them."
                 )
-                raise CrashedRun(msg, "result-lost") from None
+                raise CrashedRun(msg, RESULT_LOST) from None
             self._value = value
             self.future = None
             try:

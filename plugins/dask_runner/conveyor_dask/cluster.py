@@ -35,6 +35,8 @@ import dask.config
 from distributed import LocalCluster, Scheduler
 from distributed.deploy.spec import ProcessInterface
 
+from conveyor_dask import _internals
+
 __all__ = ["LocalProcessCluster"]
 
 logger = logging.getLogger(__name__)
@@ -180,22 +182,22 @@ class LocalProcessCluster(LocalCluster):
         try:
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         except BaseException:
-            # SpecCluster leaves its event loop thread running when its start fails.
-            runner = getattr(self, "_loop_runner", None)
-            if runner is not None:
-                runner.stop()
+            _internals.stop_loop_thread(self)  # SpecCluster leaves it running when a start fails
             raise
 
+    # _start and _close override SpecCluster's private methods (see conveyor_dask._internals):
+    # LocalCluster builds its scheduler spec and starts in one call, so nothing public comes
+    # between the two.
+
     async def _start(self) -> None:
-        spec = self.scheduler_spec
-        if self.scheduler is None and spec is not None and spec.get("cls") is Scheduler:
-            options = dict(spec.get("options", {}))
-            if not str(options.get("protocol") or "").startswith("inproc"):
-                # SpecCluster starts it, and on failure closes what it started and says so.
-                self.scheduler_spec = {
-                    "cls": SchedulerProcess,
-                    "options": {"options": options, "log_level": _log_level(self._silence_logs)},
-                }
+        options = _internals.in_process_scheduler_options(self, Scheduler)
+        if options is not None and not str(options.get("protocol") or "").startswith("inproc"):
+            # SpecCluster starts it, and on failure closes what it started and says so.
+            _internals.use_scheduler(
+                self,
+                SchedulerProcess,
+                {"options": options, "log_level": _log_level(self._silence_logs)},
+            )
         await super()._start()  # type: ignore[no-untyped-call]
 
     async def _close(self) -> None:
@@ -204,13 +206,9 @@ class LocalProcessCluster(LocalCluster):
             # The scheduler process died: nothing can retire the workers through it, and a
             # connection to it would only time out. Close the nannies here.
             logger.warning("The Dask scheduler process exited on its own; closing the workers.")
-            workers = list(self.workers.values())
-            self.workers.clear()
-            self.worker_spec.clear()
+            workers = _internals.forget_workers(self)
             await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
-            comm, self.scheduler_comm = self.scheduler_comm, None
-            if comm is not None:
-                await comm.close_rpc()
+            await _internals.drop_scheduler_comm(self)
         await super()._close()  # type: ignore[no-untyped-call]
 
 

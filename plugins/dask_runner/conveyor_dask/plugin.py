@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from conveyor import hookimpl
+from conveyor_dask.runner import DaskRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
@@ -16,6 +17,4 @@ if TYPE_CHECKING:
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
     """Add :class:`~conveyor_dask.DaskRunner` under the name ``dask``."""
-    from conveyor_dask.runner import DaskRunner
-
     registry.add(DaskRunner)

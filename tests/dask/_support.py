@@ -1,19 +1,76 @@
 """
-Task bodies, flows and a cluster class for ``test_more_options.py``, importable on the Dask
-workers (this folder is on their ``sys.path``, as for ``dask_helpers``).
+What the Dask tests share: values with pickling side effects, counters of task executions,
+and the task bodies, flows and cluster class of ``test_more_options.py``.
+
+Workers import this module by name (``tests.dask._support``): the driver's ``sys.path``, which
+holds the repository root, travels to the worker processes the nannies spawn and to the
+scheduler process. Each body records its execution as a file ``<name>.<uuid>`` in a folder, so
+tests count executions across processes.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 from distributed import LocalCluster
 
 from conveyor import flow, task
 
+UNPICKLED_IN: list[int] = []
+
 #: Size of one allocation step of :func:`hog`.
 CHUNK = 16 << 20
+
+
+def record(folder: str | None, name: str) -> None:
+    """Note one execution of the body ``name`` as a file in ``folder``."""
+    if folder:
+        import uuid
+
+        (Path(folder) / f"{name}.{uuid.uuid4().hex}").write_text(str(os.getpid()))
+
+
+def count_runs(folder: Path, name: str) -> int:
+    """How many times a body that records ``name`` ran."""
+    return len(list(folder.glob(f"{name}.*")))
+
+
+def _rebuild(payload: bytes) -> Tracked:
+    UNPICKLED_IN.append(os.getpid())
+    return Tracked(payload)
+
+
+class Tracked:
+    """A value that notes every process that unpickles it (in ``UNPICKLED_IN`` there)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.payload,))
+
+
+def _explode() -> Any:
+    raise RuntimeError("unpickle bomb")
+
+
+class UnpickleBomb:
+    """Pickles fine, raises RuntimeError when unpickled."""
+
+    def __reduce__(self) -> Any:
+        return (_explode, ())
+
+
+def make_lock() -> Any:
+    return threading.Lock()
+
+
+def roundtrip(value: Any) -> Any:
+    return pickle.loads(pickle.dumps(value))
 
 
 class RecordingCluster(LocalCluster):
@@ -31,8 +88,6 @@ def hog(folder: str, mib: int, hold_seconds: float) -> int:
     """Allocate and write ``mib`` MiB (in 16 MiB steps), then keep it for ``hold_seconds``."""
     import time
 
-    from dask_helpers import record
-
     record(folder, "hog")
     chunks = []
     while len(chunks) * CHUNK < mib << 20:
@@ -43,10 +98,6 @@ def hog(folder: str, mib: int, hold_seconds: float) -> int:
 
 @task
 def innocent(folder: str, name: str) -> tuple[str, int]:
-    import os
-
-    from dask_helpers import record
-
     record(folder, name)
     return name, os.getpid()
 
@@ -54,8 +105,6 @@ def innocent(folder: str, name: str) -> tuple[str, int]:
 @task
 def where(x: int) -> tuple[int, str, int]:
     """``x`` squared, with the address and pid of the worker that ran it."""
-    import os
-
     from distributed import get_worker
 
     return x * x, get_worker().address, os.getpid()
@@ -64,7 +113,6 @@ def where(x: int) -> tuple[int, str, int]:
 @task
 async def async_triple(x: int) -> tuple[int, int]:
     import asyncio
-    import os
 
     await asyncio.sleep(0)
     return 3 * x, os.getpid()
