@@ -191,6 +191,41 @@ class TestNativeFutures:
         assert g() == 10
         assert [os.getpid()] == UNPICKLED_IN
 
+    def test_a_chain_releases_the_values_it_no_longer_refers_to(
+        self, runner: DaskRunner, cluster: Any
+    ) -> None:
+        """
+        A chain of 20 runs whose earlier futures the flow dropped keeps only its last values on
+        the workers, released as soon as nothing refers to them (without the garbage collector).
+        """
+        import gc
+
+        from distributed import Client
+
+        def held(client: Any) -> int:
+            keys = client.run(lambda dask_worker: [str(k) for k in dask_worker.data])
+            return sum(k.startswith("conveyor-grow-") for ks in keys.values() for k in ks)
+
+        @flow(runner=runner)
+        def f() -> tuple[int, int]:
+            t = make_tracked.submit(10)
+            for _ in range(20):
+                t = grow.submit(t)
+            size = size_of.submit(t).result(timeout=60)
+            with Client(cluster.scheduler_address, set_as_default=False) as c:
+                wait_until(lambda: 1 <= held(c) <= 2, 30)
+                return size, held(c)
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            size, left = f()
+        finally:
+            if enabled:
+                gc.enable()
+        assert size == 30
+        assert 1 <= left <= 2, f"{left} values of the chain are still held on the workers"
+
 
 @task
 def logs_something(n: int) -> int:

@@ -38,9 +38,9 @@ class WorkerStopper:
         self._stopped: set[str] = set()
         self._restarts: list[threading.Thread] = []
 
-    def stop(self, handle: RunHandle) -> bool:
+    def stop(self, handle: RunHandle, name: str) -> bool:
         """
-        Cancel ``handle``'s Dask task and stop its body where it runs. Return True if the work
+        Cancel ``handle``'s Dask task (of run ``name``) and stop its body where it runs. Return True if the work
         is stopped (or never starts), False if it runs on a worker this runner may not restart.
         """
         client = self._connection.client
@@ -56,7 +56,7 @@ class WorkerStopper:
         if not self._connection.owns_cluster:
             return False  # a thread cannot be stopped, and we may not restart others' workers
         for address, pid in running.items():
-            self._stop_worker(address, pid, handle.attempt.name)
+            self._stop_worker(address, pid, name)
         return True
 
     def join(self, timeout: float = 30) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import attrs
 
 from conveyor import CrashReason
+from conveyor.runners import Attempt
 from conveyor.runners.remote import Outcome
 from conveyor_dask import _internals
 from conveyor_dask._handle import RunHandle
@@ -87,12 +88,12 @@ def _lost(evidence: Evidence, name: str, message: str, exc: BaseException | None
     return _crash(CrashReason.BACKEND_LOST, message, exc)
 
 
-def classify(handle: RunHandle, cancelled: bool, evidence: Evidence) -> Verdict:
+def classify(attempt: Attempt, handle: RunHandle, cancelled: bool, evidence: Evidence) -> Verdict:
     """
-    The verdict on ``handle``'s finished future; ``cancelled`` says whether conveyor cancelled
-    it. May wait (up to 30 s) for the error of an erred future.
+    The verdict on the finished future of ``attempt`` (submitted as ``handle``); ``cancelled``
+    says whether conveyor cancelled it. May wait (up to 30 s) for the error of an erred future.
     """
-    future, attempt = handle.future, handle.attempt
+    future = handle.future
     name = attempt.name
     status = future.status
     if status == "finished":
@@ -124,13 +125,14 @@ def classify(handle: RunHandle, cancelled: bool, evidence: Evidence) -> Verdict:
         return _lost(
             evidence, name, f"The Dask cluster lost {name!r} ({type(err).__name__}: {err})."
         )
-    return _classify_error(handle, exc, evidence)
+    return _classify_error(name, handle, exc, evidence)
 
 
-def _classify_error(handle: RunHandle, exc: BaseException | None, evidence: Evidence) -> Verdict:
+def _classify_error(
+    name: str, handle: RunHandle, exc: BaseException | None, evidence: Evidence
+) -> Verdict:
     from distributed import KilledWorker  # defers importing distributed
 
-    name = handle.attempt.name
     if isinstance(exc, TaskOutcome):
         return Verdict(Action.REPORT, outcome=exc.outcome)
     if isinstance(exc, KilledWorker) and evidence.backend_gone():

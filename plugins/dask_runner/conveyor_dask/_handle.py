@@ -8,8 +8,6 @@ from typing import Any
 
 import attrs
 
-from conveyor.runners import Attempt
-
 __all__ = ["RunHandle"]
 
 
@@ -19,9 +17,12 @@ class RunHandle:
     One submission of an attempt as a Dask task (a slotted class): its ``key`` and Dask
     ``future``, and what a resubmission needs (the packed ``payload``, the natively passed
     ``deps``, the ``restrictions`` and how many ``tries`` came before).
+
+    It does not point back at its attempt: ``attempt.handle`` points here, and a cycle would
+    keep a finished chain's Dask futures (and their values on the workers) alive until the
+    garbage collector runs, instead of releasing each one when nothing refers to it.
     """
 
-    attempt: Attempt
     key: str
     payload: bytes
     deps: list[Any]
@@ -30,4 +31,4 @@ class RunHandle:
     future: Any = None
 
     def __repr__(self) -> str:
-        return f"<RunHandle {self.key} of {self.attempt.name} (try {self.tries})>"
+        return f"<RunHandle {self.key} (try {self.tries})>"

@@ -96,7 +96,7 @@ class Submitter:
     ) -> None:
         """Submit ``attempt`` as a new Dask task; report a refusal as a crash."""
         key = f"{_events.KEY_PREFIX}{attempt.task_name}-{os.urandom(16).hex()}"
-        handle = RunHandle(attempt, key, payload, deps, restrictions, tries)
+        handle = RunHandle(key, payload, deps, restrictions, tries)
         try:
             future = self.connection.client.submit(
                 run_task, payload, self.topic, key, *deps, key=key, pure=False, **restrictions
@@ -112,7 +112,7 @@ class Submitter:
         attempt.handle = handle
         with self._lock:
             self._inflight[key] = attempt
-        future.add_done_callback(partial(self._on_done, handle))
+        future.add_done_callback(partial(self._on_done, attempt, handle))
 
     # -- cancelling and stopping ------------------------------------------------------------------
 
@@ -141,12 +141,11 @@ class Submitter:
             self._cancelled.discard(key)
             return cancelled
 
-    def _on_done(self, handle: RunHandle, _future: Any) -> None:
-        verdict = classify(handle, self._forget(handle.key), self)
-        attempt = handle.attempt
+    def _on_done(self, attempt: Attempt, handle: RunHandle, _future: Any) -> None:
+        verdict = classify(attempt, handle, self._forget(handle.key), self)
         action = verdict.action
         if action is Action.COMPLETE:
-            self._complete(handle, verdict.kind)
+            self._complete(attempt, handle.future, verdict.kind)
         elif action is Action.CRASH:
             assert verdict.reason is not None
             attempt.crash(verdict.message, reason=verdict.reason, exc=verdict.exc)
@@ -157,8 +156,7 @@ class Submitter:
             logger.debug("Resubmitting %s: its worker died before it started.", attempt.name)
             self.submit(attempt, handle.payload, handle.deps, handle.restrictions, handle.tries + 1)
 
-    def _complete(self, handle: RunHandle, kind: Any) -> None:
-        attempt, future = handle.attempt, handle.future
+    def _complete(self, attempt: Attempt, future: Any, kind: Any) -> None:
         if attempt.finished:
             future.release()
             return

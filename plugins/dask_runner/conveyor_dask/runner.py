@@ -232,4 +232,4 @@ class DaskRunner(Runner):
         submitter, stopper = self._submitter, self._stopper
         if submitter is None or stopper is None or not submitter.mark_cancelled(handle.key):
             return True  # already ended
-        return stopper.stop(handle)
+        return stopper.stop(handle, attempt.name)
