@@ -128,6 +128,10 @@ class CrashReason(str, enum.Enum):
         "result-deserialization",
         "The driver could not unpickle the task's return value (or its exception).",
     )
+    RESULT_LOST = (
+        "result-lost",
+        "A completed run's result was lost with the worker holding it, before it was fetched.",
+    )
     UPSTREAM_RESULT = (
         "upstream-result",
         "The result of an upstream run this one depends on could not be fetched.",

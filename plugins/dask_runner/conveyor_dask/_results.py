@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from conveyor.exceptions import CrashedRun
-from conveyor.states import ResultRef
+from conveyor.states import CrashReason, ResultRef
 
 __all__ = ["DaskResult"]
 
@@ -16,7 +16,7 @@ _UNSET: Any = object()
 
 #: The reason of the CrashedRun that ``get()`` raises when the value is gone. Not a
 #: CrashReason: the run itself stays COMPLETED; only its value was lost.
-RESULT_LOST = "result-lost"
+RESULT_LOST = CrashReason.RESULT_LOST
 
 
 class DaskResult(ResultRef[Any]):
