@@ -142,6 +142,16 @@ class HeadNode:
             except psutil.NoSuchProcess:
                 pass
 
+    def kill_raylet(self) -> None:
+        """Kill only this node's raylet (the GCS answers on), as a crash or the OOM killer would."""
+        raylets = [p for p in self.processes() if _name(p) == "raylet"]
+        assert raylets, "the node has no raylet to kill"
+        for p in raylets:
+            try:
+                p.kill()  # SIGKILL on POSIX
+            except psutil.NoSuchProcess:
+                pass
+
     def stop(self, grace: float = 10.0) -> None:
         """Stop the cluster this object started: SIGTERM, then SIGKILL what is left."""
         procs = self.processes()
