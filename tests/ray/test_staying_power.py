@@ -64,6 +64,8 @@ def test_second_sigint_to_a_program(tmp_path: Path) -> None:
     check_program_second_interrupt(tmp_path, "ray")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigint_to_the_process_group(tmp_path: Path) -> None:
     """
     Ctrl-C as a terminal sends it, to the whole process group of `conveyor run` on a local Ray
