@@ -142,10 +142,26 @@ class HeadNode:
             except psutil.NoSuchProcess:
                 pass
 
+    def kill_raylet(self) -> None:
+        """
+        Kill only this node's raylet (the GCS answers on), as a crash or the OOM killer would.
+        `ray start --block` is frozen first (until :meth:`stop`): it would take the whole node
+        down when it sees the raylet go.
+        """
+        self.proc.send_signal(signal.SIGSTOP)
+        raylets = [p for p in self.processes() if _name(p) == "raylet"]
+        assert raylets, "the node has no raylet to kill"
+        for p in raylets:
+            try:
+                p.kill()  # SIGKILL on POSIX
+            except psutil.NoSuchProcess:
+                pass
+
     def stop(self, grace: float = 10.0) -> None:
         """Stop the cluster this object started: SIGTERM, then SIGKILL what is left."""
         procs = self.processes()
         try:
+            self.proc.send_signal(signal.SIGCONT)  # if kill_raylet froze it
             self.proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
             pass

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,65 +227,96 @@ class TestUnreachable:
         assert not any("raylet" in n or "gcs" in n for n in out["procs"])
 
 
+def _lose_mid_flow(
+    tmp_path: Path, node: HeadNode, kill: Callable[[HeadNode], None]
+) -> dict[str, Any]:
+    """
+    A driver process joins ``node`` and submits 6 runs of 30 s; once they reached the workers,
+    ``kill(node)``. Returns the driver's report: the runs' final states, how long after the kill
+    the last one ended, the state of a run submitted afterwards, what escaped, its processes.
+    """
+    killed = tmp_path / "killed"
+    submitted = tmp_path / "submitted"
+    code = PRELUDE + textwrap.dedent(
+        f"""
+        @flow(runner=RayRunner(address="{node.address}"))
+        def doomed():
+            runs = rt.slow_ok.map([30.0] * 6)
+            open({str(submitted)!r}, "w").close()
+            states = [f.wait(90) for f in runs]
+            done = time.time()
+            late = rt.add.submit(1, 1).wait(30)
+            return states, done, late
+
+        try:
+            states, done, late = doomed(return_state=True).result()
+            escaped = None
+        except BaseException as exc:
+            escaped = repr(exc)
+            states, done, late = [], 0, None
+        killed_at = float(open({str(killed)!r}).read())
+        report(
+            states=[[s.type.value, s.reason, s.message] for s in states if s],
+            took=done - killed_at,
+            late=[late.type.value, late.reason] if late else None,
+            escaped=escaped,
+            procs=ray_processes(),
+        )
+        """
+    )
+    script = tmp_path / "driver.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: submitted.exists() or proc.poll() is not None, 60, interval=0.1)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(1.0)  # let the runs reach the workers
+        kill(node)
+        killed.write_text(str(time.time()))
+        stdout, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, stderr[-4000:]
+    return dict(json.loads(lines[0][len("RESULT ") :]))
+
+
 class TestClusterLoss:
     def test_losing_the_cluster_crashes_every_inflight_run(self, tmp_path: Path) -> None:
         """Killing the whole cluster mid-flow makes every in-flight run CRASHED(backend-lost)
-        within 30 s; no SystemExit or ValueError reaches the user, no cluster is started."""
+        within 10 s; no SystemExit or ValueError reaches the user, no cluster is started."""
         node = HeadNode(num_cpus=2)
         try:
-            killed = tmp_path / "killed"
-            submitted = tmp_path / "submitted"
-            code = PRELUDE + textwrap.dedent(
-                f"""
-                @flow(runner=RayRunner(address="{node.address}"))
-                def doomed():
-                    runs = rt.slow_ok.map([30.0] * 6)
-                    open({str(submitted)!r}, "w").close()
-                    states = [f.wait(90) for f in runs]
-                    done = time.time()
-                    late = rt.add.submit(1, 1).wait(30)
-                    return states, done, late
-
-                try:
-                    states, done, late = doomed(return_state=True).result()
-                    escaped = None
-                except BaseException as exc:
-                    escaped = repr(exc)
-                    states, done, late = [], 0, None
-                killed_at = float(open({str(killed)!r}).read())
-                report(
-                    states=[[s.type.value, s.reason, s.message] for s in states if s],
-                    took=done - killed_at,
-                    late=[late.type.value, late.reason] if late else None,
-                    escaped=escaped,
-                    procs=ray_processes(),
-                )
-                """
-            )
-            script = tmp_path / "driver.py"
-            script.write_text(code, encoding="utf-8")
-            proc = subprocess.Popen(
-                [sys.executable, str(script)],
-                cwd=tmp_path,
-                env=worker_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            wait_until(lambda: submitted.exists() or proc.poll() is not None, 60, interval=0.1)
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(1.0)  # let the runs reach the workers
-            node.kill()
-            killed.write_text(str(time.time()))
-            stdout, stderr = proc.communicate(timeout=150)
+            out = _lose_mid_flow(tmp_path, node, HeadNode.kill)
         finally:
             node.stop()
-        lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
-        assert lines, stderr[-4000:]
-        out = json.loads(lines[0][len("RESULT ") :])
         assert out["escaped"] is None
         assert len(out["states"]) == 6
         assert {(t, r) for t, r, _m in out["states"]} == {("CRASHED", "backend-lost")}
-        assert out["took"] < 30
+        assert out["took"] < 10  # a hang guard: it takes about 2 s
         assert out["late"] == ["CRASHED", "backend-lost"]
         assert not any("raylet" in n or "gcs" in n for n in out["procs"])
+
+    def test_losing_the_raylet_crashes_every_inflight_run(self, tmp_path: Path) -> None:
+        """Killing only this node's raylet mid-flow (the GCS answers on) makes every in-flight
+        run CRASHED(backend-lost) within 10 s, naming the raylet; later submits crash at once."""
+        node = HeadNode(num_cpus=2)
+        try:
+            out = _lose_mid_flow(tmp_path, node, HeadNode.kill_raylet)
+        finally:
+            node.stop()
+        assert out["escaped"] is None
+        assert len(out["states"]) == 6
+        assert {(t, r) for t, r, _m in out["states"]} == {("CRASHED", "backend-lost")}
+        assert any("raylet" in m for _t, _r, m in out["states"]), out["states"]
+        assert out["took"] < 10  # a hang guard: it takes about 2 s
+        assert out["late"] == ["CRASHED", "backend-lost"]

@@ -1,15 +1,17 @@
 """
-Ray addresses: where an address points, and the port probes that stand in for Ray's own
-connect, which hangs (it logs and retries) when the address does not answer.
+Ray addresses: where an address points, the port probes that stand in for Ray's own connect,
+which hangs (it logs and retries) when the address does not answer, and the address of this
+node's raylet.
 """
 
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from conveyor.exceptions import BackendUnavailable
 
-__all__ = ["check_reachable", "gcs_alive", "host_port", "is_loopback"]
+__all__ = ["answers", "check_reachable", "host_port", "is_loopback", "local_raylet"]
 
 
 def host_port(address: str) -> tuple[str, int] | None:
@@ -47,9 +49,9 @@ def check_reachable(address: str, timeout: float) -> None:
         raise BackendUnavailable(msg) from exc
 
 
-def gcs_alive(gcs_address: str, timeout: float = 1.0) -> bool:
-    """Whether the GCS port still accepts connections (False if it refuses)."""
-    target = host_port(gcs_address)
+def answers(address: str, timeout: float = 1.0) -> bool:
+    """Whether the port of a Ray process (a GCS, a raylet) still accepts connections."""
+    target = host_port(address)
     if target is None:
         return True
     try:
@@ -59,3 +61,18 @@ def gcs_alive(gcs_address: str, timeout: float = 1.0) -> bool:
         return True  # slow is not gone
     except OSError:
         return False
+
+
+def local_raylet(ray: Any) -> str | None:
+    """
+    ``host:port`` of the raylet this process is attached to (its node manager), from the
+    cluster's node table; None if Ray cannot say (a Ray Client connection, say).
+    """
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == node_id and node.get("NodeManagerPort"):
+                return f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+    except Exception:
+        return None
+    return None

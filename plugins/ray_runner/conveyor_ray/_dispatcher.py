@@ -1,7 +1,8 @@
 """
 The dispatcher of a started Ray runner: it owns the runs in flight, and its thread reports each
-one when Ray has finished it, kills the workers of cancelled runs that do not stop, and tells
-the loss of the cluster from the death of a worker.
+one when Ray has finished it, sends the cancels of runs in batches (see :mod:`~conveyor_ray._cancel`
+for why never one by one from the caller's thread), kills the workers of cancelled runs that do
+not stop, and tells the loss of the cluster from the death of a worker.
 """
 
 from __future__ import annotations
@@ -16,18 +17,11 @@ from typing import Any
 
 from conveyor import CrashReason
 from conveyor.runners import Attempt
-from conveyor_ray._address import gcs_alive
-from conveyor_ray._cancel import (
-    Handle,
-    cancel_leftovers,
-    cancel_task,
-    kill_if_running,
-    kill_leftovers,
-)
+from conveyor_ray._cancel import Canceller, Handle
 from conveyor_ray._internals import on_completed
 from conveyor_ray._pacing import POLL_WINDOW, WATCH_LIMIT, Pace
 from conveyor_ray._report import HeldDeaths, crash_quietly, report
-from conveyor_ray._session import Session, mark_lost
+from conveyor_ray._session import Session, gone, mark_lost
 
 __all__ = ["HEALTH_INTERVAL", "Dispatcher"]
 
@@ -48,13 +42,16 @@ class Dispatcher:
 
     Its tables, under one lock: ``_inflight``, the handle of every attempt handed to Ray;
     ``_watched`` (waited on in Ray) and ``_polled`` (polled in batches), attempts by their
-    outcome ref, while a run in neither is reported by a Ray callback through the queue; and
-    ``_forcing``, the cancelled attempts whose worker is killed at their ``force_at``. Only its
-    thread touches ``_held`` (worker deaths waiting to be told from the cluster's loss) until
+    outcome ref, while a run in neither is reported by a Ray callback through the queue;
+    ``_cancels``, the attempts whose cancel the thread sends next; and ``_forcing``, the
+    cancelled attempts whose worker is killed at their ``force_at``. Only its thread touches
+    ``_held`` (worker deaths waiting to be told from the cluster's loss) and the canceller until
     :meth:`stop` has joined it.
     """
 
     __slots__ = (
+        "_canceller",
+        "_cancels",
         "_forcing",
         "_grace",
         "_held",
@@ -70,14 +67,18 @@ class Dispatcher:
         "_watched",
     )
 
-    def __init__(self, ray: Any, session: Session, cancel_grace_seconds: float) -> None:
+    def __init__(
+        self, ray: Any, session: Session, cancel_grace_seconds: float, helper: Any
+    ) -> None:
         self._ray = ray
         self._session = session
         self._grace = cancel_grace_seconds
+        self._canceller = Canceller(ray, helper)
         self._lock = threading.Lock()
         self._inflight: dict[Attempt, Handle] = {}
         self._watched: dict[Any, Attempt] = {}
         self._polled: dict[Any, Attempt] = {}
+        self._cancels: list[tuple[Attempt, Handle]] = []
         self._forcing: set[Attempt] = set()
         self._held = HeldDeaths()
         self._lost: str | None = None
@@ -110,38 +111,35 @@ class Dispatcher:
                 self._watched[outcome_ref] = attempt
             else:
                 called = True
-            cancel = handle.cancel_requested
+            if handle.cancel_requested:  # cancelled while it was being submitted
+                self._cancels.append((attempt, handle))
+                wake = True
         q = self._queue
         if wake and q is not None:
             q.put(_WAKE)
-        if cancel:
-            cancel_task(self._ray, outcome_ref, force=False, name=attempt.name)
-            self._force_later(attempt, handle)
         if called:
             on_completed(outcome_ref, functools.partial(self._completed, attempt))
 
     def cancel(self, attempt: Attempt, handle: Handle) -> None:
-        """Cancel the attempt's Ray task; kill its worker if it has not stopped after the grace."""
+        """
+        Have the thread cancel the attempt's Ray task with the next batch, and kill its worker
+        if it has not stopped after the grace.
+        """
         with self._lock:
             handle.cancel_requested = True
-            ref = handle.outcome
-        if ref is None:
-            return  # submit is under way; it cancels right after
-        cancel_task(self._ray, ref, force=False, name=attempt.name)
-        self._force_later(attempt, handle)
+            if handle.outcome is None or attempt not in self._inflight:
+                return  # submit is under way (track queues it), or Ray already finished it
+            self._cancels.append((attempt, handle))
+        q = self._queue
+        if q is not None:
+            q.put(_WAKE)
 
     def lost_reason(self, check_gcs: bool = False) -> str | None:
-        """Why the cluster is gone (asking its GCS with ``check_gcs``), or None while it is there."""
-        if self._lost is not None:
-            return self._lost
-        session = self._session
-        if session.lost is not None:
-            return session.lost
-        if not self._ray.is_initialized():
-            return "Ray was shut down in this process"
-        if check_gcs and not gcs_alive(session.gcs_address):
-            return f"the Ray cluster's GCS at {session.gcs_address} no longer answers"
-        return None
+        """
+        Why the cluster is gone (asking its GCS and this node's raylet with ``check_gcs``), or
+        None while it is there.
+        """
+        return self._lost or gone(self._session, self._ray, probe=check_gcs)
 
     def on_lost(self, why: str) -> None:
         """The cluster is gone: say so once, and crash every run in flight."""
@@ -173,11 +171,11 @@ class Dispatcher:
             self._held.crash_all()
             left = self._take_inflight()
             if not self._lost:
-                cancel_leftovers(self._ray, left, self._grace)
+                self._canceller.stop([h for _a, h in left], self._grace)
         except BaseException:
             # A second Ctrl-C cut the stop short: kill what is left, without waiting for it.
             left += self._take_inflight()
-            kill_leftovers(self._ray, left)
+            self._canceller.send([h for _a, h in left], force=True)
             raise
         finally:
             for attempt, _handle in left:
@@ -196,19 +194,22 @@ class Dispatcher:
             self._inflight.clear()
             self._watched.clear()
             self._polled.clear()
+            self._cancels.clear()
             self._forcing.clear()
         return left
 
-    def _force_later(self, attempt: Attempt, handle: Handle) -> None:
-        """Have the thread kill the attempt's worker if it has not stopped after the grace."""
+    def _send_cancels(self) -> None:
+        """Cancel the requested runs in one batch; kill the workers of those left at the grace."""
         with self._lock:
-            if attempt not in self._inflight:
-                return
-            handle.force_at = time.monotonic() + self._grace
-            self._forcing.add(attempt)
-        q = self._queue
-        if q is not None:
-            q.put(_WAKE)
+            batch = [(a, h) for a, h in self._cancels if a in self._inflight and not h.cancel_sent]
+            self._cancels.clear()
+        sent = {id(h) for h in self._canceller.send([h for _a, h in batch], force=False)}
+        force_at = time.monotonic() + self._grace
+        with self._lock:
+            for attempt, handle in batch:
+                if id(handle) in sent and attempt in self._inflight:
+                    handle.force_at = force_at
+                    self._forcing.add(attempt)
 
     def _completed(self, attempt: Attempt, data: Any) -> None:
         # Runs on a Ray thread: hand over, do the work on the dispatcher.
@@ -271,6 +272,8 @@ class Dispatcher:
                     return
                 if type(item) is tuple:  # a Ray callback's run
                     self._finish(*item)
+            if self._cancels:
+                self._send_cancels()
             now = time.monotonic()
             if pace.poll_due(bool(self._polled), now):
                 done, full = self._harvest()
@@ -375,11 +378,18 @@ class Dispatcher:
                     handle.force_at = None
                     self._forcing.discard(attempt)
                     due.append((attempt, handle))
+        killed = {id(h) for h in self._canceller.send([h for _a, h in due], force=True)}
         for attempt, handle in due:
-            kill_if_running(self._ray, attempt.name, handle.outcome, self._grace)
+            if id(handle) in killed:
+                logger.info(
+                    "%s did not stop within %g s of its cancel; killing its Ray worker.",
+                    attempt.name,
+                    self._grace,
+                )
         lost = None
         if now >= self._next_health:
             self._next_health = now + HEALTH_INTERVAL
+            self._canceller.check()
             lost = self.lost_reason(check_gcs=True)
             if lost is not None:
                 self.on_lost(lost)

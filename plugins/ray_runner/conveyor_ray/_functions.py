@@ -5,11 +5,13 @@ A run goes to Ray one of two ways (see :mod:`conveyor_ray._worker`): *direct*, w
 carry each of its arguments itself (:func:`direct_args`), as a call of a remote function made
 once per task function, log level and options (:func:`direct_function`); or *packed* by
 conveyor, as a call of the envelope's remote function, made once per Ray session
-(:func:`packed_function`).
+(:func:`packed_function`). The cancel helper actor of a session is made here too
+(:func:`cancel_helper`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import weakref
@@ -21,12 +23,22 @@ from conveyor.runners.remote import PLAIN_TYPES, function_bytes
 from conveyor_ray._options import PINNED
 from conveyor_ray._results import RayResult
 from conveyor_ray._session import Session
-from conveyor_ray._worker import direct_entry, execute_packed
+from conveyor_ray._worker import CancelHelper, direct_entry, execute_packed
 
-__all__ = ["direct_args", "direct_function", "native", "packed_function", "plain_array"]
+__all__ = [
+    "cancel_helper",
+    "direct_args",
+    "direct_function",
+    "native",
+    "packed_function",
+    "plain_array",
+]
+
+logger = logging.getLogger("conveyor.ray")
 
 _lock = threading.Lock()
 _packed_cache: dict[int, Any] = {}
+_helpers: dict[int, Any] = {}
 
 # The remote functions of each task function, by (session, log level, nullary, Ray options).
 # They outlive the runner: a flow starts a runner of its own, and each remote function made
@@ -45,6 +57,28 @@ def packed_function(ray: Any, session: Session) -> Any:
             fn = ray.remote(**PINNED)(execute_packed)
             _packed_cache[session.generation] = fn
         return fn
+
+
+def cancel_helper(ray: Any, session: Session) -> Any:
+    """
+    The session's cancel helper actor (see :class:`~conveyor_ray._worker.CancelHelper`),
+    started once per Ray session and asked for nothing (no CPU); None in a nested flow, whose
+    worker should not start actors, or if Ray refuses to start it. It lives as long as this
+    process's connection to Ray.
+    """
+    if session.in_worker:
+        return None
+    with _lock:
+        helper = _helpers.get(session.generation)
+        if helper is None:
+            _helpers.clear()  # a helper of a Ray session that has ended
+            try:
+                helper = ray.remote(num_cpus=0, max_restarts=0)(CancelHelper).remote()
+            except Exception:
+                logger.debug("conveyor could not start its Ray cancel helper.", exc_info=True)
+                return None
+            _helpers[session.generation] = helper
+        return helper
 
 
 def direct_function(

@@ -6,6 +6,11 @@ argument, the one private method it calls, and the texts of the Ray errors it re
 Each was checked against Ray :data:`CHECKED_WITH` (``pip show ray``) and says why no public API
 serves. ``tests/ray/test_upstream.py`` fails, naming the internal, when one disappears or
 changes shape. No other module of conveyor-ray touches a private name of ``ray``.
+
+One behaviour of Ray's, not a name, is relied on elsewhere: a public ``ray.cancel`` from another
+process is run by the task's owner on the thread that handles its task replies (see
+:mod:`conveyor_ray._cancel`); ``test_early_exit_with_10k_runs_in_flight`` in
+``tests/ray/test_staying_power.py`` fails when it no longer protects the driver.
 """
 
 from __future__ import annotations

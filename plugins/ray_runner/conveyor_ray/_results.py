@@ -10,9 +10,8 @@ from typing import Any
 from conveyor import CrashReason
 from conveyor.exceptions import CrashedRun
 from conveyor.states import ResultRef
-from conveyor_ray._address import gcs_alive
 from conveyor_ray._faults import classify
-from conveyor_ray._session import Session, is_current, mark_lost
+from conveyor_ray._session import Session, gone, is_current, mark_lost
 
 __all__ = ["RayResult"]
 
@@ -53,8 +52,9 @@ class RayResult(ResultRef[Any]):
             try:
                 return ray.get(self.object_ref, timeout=_GET_STEP)
             except ray.exceptions.GetTimeoutError:
-                if not gcs_alive(session.gcs_address):
-                    mark_lost(session, "its GCS no longer answers")
+                why = gone(session, ray, probe=True)
+                if why is not None:
+                    mark_lost(session, why)
                     raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST) from None
                 if not is_current(session):
                     raise CrashedRun(self._gone(session), CrashReason.BACKEND_LOST) from None

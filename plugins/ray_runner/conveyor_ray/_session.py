@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
-from conveyor_ray._address import check_reachable, host_port, is_loopback
+from conveyor_ray._address import answers, check_reachable, host_port, is_loopback, local_raylet
 from conveyor_ray._internals import (
     ENV_ALWAYS,
     ENV_LOCAL,
@@ -45,6 +45,7 @@ __all__ = [
     "Session",
     "acquire",
     "current_gcs_address",
+    "gone",
     "is_current",
     "mark_lost",
     "release",
@@ -68,7 +69,8 @@ class Session:
     ``owned`` sessions were started or joined by conveyor and are shut down when their last
     runner stops; other sessions (Ray initialised by the user, or a Ray worker running a nested
     flow) are never shut down by conveyor. ``closed`` turns True when conveyor shut it down or
-    found it gone.
+    found it gone. ``raylet_address`` is this node's raylet, probed with the GCS (a driver's
+    tasks die with it, while the GCS answers on).
     """
 
     gcs_address: str
@@ -80,6 +82,7 @@ class Session:
     closed: bool = False
     lost: str | None = None
     owner: Any = attrs.field(default=None, repr=False)
+    raylet_address: str | None = None
 
     def describe(self) -> str:
         """Where this session's cluster is, for messages."""
@@ -116,7 +119,9 @@ def acquire(
             gcs = current_gcs_address(ray)
             session = _current
             if session is None or session.closed or session.gcs_address != gcs:
-                session = Session(gcs, owned=False, started_local=False, in_worker=in_worker(ray))
+                nested = in_worker(ray)
+                session = Session(gcs, owned=False, started_local=False, in_worker=nested)
+                session.raylet_address = None if nested else local_raylet(ray)
                 _current = session
             _check_same_cluster(address, session)
             session.users += 1
@@ -181,6 +186,7 @@ def _connect(
     gcs = current_gcs_address(ray)
     session = Session(gcs, owned=True, started_local=not address, in_worker=False)
     session.owner = owner
+    session.raylet_address = local_raylet(ray)
     if not address:
         logger.info("conveyor started a local Ray at %s (bound to loopback).", gcs)
     else:
@@ -294,6 +300,23 @@ def mark_lost(session: Session, why: str) -> None:
     """Record that ``session``'s cluster is gone; its results can no longer be fetched."""
     if session.lost is None:
         session.lost = why
+
+
+def gone(session: Session, ray: Any, *, probe: bool = False) -> str | None:
+    """
+    Why ``session``'s cluster is gone, or None while it is there; ``probe`` also asks its GCS
+    and this node's raylet, whose ports refuse connections at once when they died.
+    """
+    if session.lost is not None:
+        return session.lost
+    if not ray.is_initialized():
+        return "Ray was shut down in this process"
+    if probe and not answers(session.gcs_address):
+        return f"the Ray cluster's GCS at {session.gcs_address} no longer answers"
+    raylet = session.raylet_address
+    if probe and raylet is not None and not answers(raylet):
+        return f"this node's Ray raylet at {raylet} no longer answers"
+    return None
 
 
 def is_current(session: Session) -> bool:

@@ -22,7 +22,13 @@ from conveyor.runners.remote import pack_or_crash
 from conveyor_ray._cancel import Handle
 from conveyor_ray._dispatcher import Dispatcher
 from conveyor_ray._faults import classify
-from conveyor_ray._functions import direct_args, direct_function, native, packed_function
+from conveyor_ray._functions import (
+    cancel_helper,
+    direct_args,
+    direct_function,
+    native,
+    packed_function,
+)
 from conveyor_ray._internals import import_ray
 from conveyor_ray._options import Variants, not_pinned, ray_options_for
 from conveyor_ray._session import Session, acquire, release
@@ -114,6 +120,7 @@ class RayRunner(Runner):
         try:
             ray = import_ray()
             variants = Variants(ray, packed_function(ray, session), session, self.remote_options)
+            helper = cancel_helper(ray, session)
         except BaseException:
             release(session)
             raise
@@ -121,7 +128,7 @@ class RayRunner(Runner):
         self._ray = ray
         self._variants = variants
         self._direct = {}
-        self._dispatcher = Dispatcher(ray, session, self.cancel_grace_seconds)
+        self._dispatcher = Dispatcher(ray, session, self.cancel_grace_seconds, helper)
         self._dispatcher.start()
 
     def on_stop(self) -> None:
