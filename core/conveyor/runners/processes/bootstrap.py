@@ -16,7 +16,7 @@ import sys
 
 from conveyor.exceptions import ConfigError
 
-__all__ = ["EXIT_UNGUARDED", "WORKER_NAME", "importing_main", "unguarded_error"]
+__all__ = ["EXIT_UNGUARDED", "WORKER_NAME", "importing_main", "main_script", "unguarded_error"]
 
 #: The exit code of a worker that found itself importing an unguarded main script.
 EXIT_UNGUARDED = 87

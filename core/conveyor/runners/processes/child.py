@@ -2,12 +2,13 @@
 The worker process of the ``processes`` runner: one loop that runs the packed calls the driver
 sends on its pipe, one at a time, and sends each outcome back.
 
-- SIGINT is ignored: a Ctrl-C reaches every process of the terminal's group, and the driver
-  alone decides what it means (the driver starts workers with SIGINT blocked, so none arrives
-  before this is set).
-- SIGTERM is the driver's request to stop: it raises in the running task, so its ``finally``
-  blocks and context managers run, and the worker then dies of SIGTERM. The driver follows up
-  with SIGKILL after a grace period.
+- SIGINT and SIGTERM are caught and dropped: a Ctrl-C reaches every process of the terminal's
+  group (and a supervisor may SIGTERM a whole group), and the driver alone decides what they
+  mean. (Caught, not ignored: an ignored signal stays ignored in the processes a task starts.
+  The driver starts workers with both blocked, so none arrives before this is set.)
+- :data:`STOP_SIGNAL` (SIGUSR1) is the driver's request to stop: it raises in the running task,
+  so its ``finally`` blocks and context managers run, and the worker then dies of it. The
+  driver follows up with SIGKILL after a grace period.
 - A worker whose driver died exits at once, even in the middle of a task.
 - stdout and stderr are line buffered and flushed after every call, so that prints reach the
   driver's terminal as they are made and are not lost if the worker is killed.
@@ -30,12 +31,14 @@ from conveyor.runners.remote import describe_type, dumps, loads, run_packed
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["EXIT_NOT_READY", "EXIT_ORPHANED", "WorkerSettings", "main"]
+__all__ = ["EXIT_NOT_READY", "EXIT_ORPHANED", "STOP_SIGNAL", "WorkerSettings", "main"]
 
 #: The exit code of a worker that could not get ready (its hello says why).
 EXIT_NOT_READY = 3
 #: The exit code of a worker whose driver died.
 EXIT_ORPHANED = 4
+#: The signal by which the driver asks a worker to stop what it runs, and exit.
+STOP_SIGNAL = signal.SIGUSR1
 
 # What a worker gets at start, pickled with the envelope's ``dumps`` (the initializer may be a
 # function of ``__main__``): (initializer or its dotted name, initargs, memory limit in bytes,
@@ -44,13 +47,17 @@ WorkerSettings = tuple[Any, tuple[Any, ...], "int | None", "int | None"]
 
 
 class _Terminate(BaseException):
-    """SIGTERM arrived: the driver is stopping this worker."""
+    """STOP_SIGNAL arrived: the driver is stopping this worker."""
 
 
 _terminating = False
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _drop(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM: the driver decides what they mean, not this worker."""
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
     global _terminating
     _terminating = True
     raise _Terminate
@@ -65,18 +72,18 @@ def _flush() -> None:
             pass
 
 
-def _die_of_sigterm() -> NoReturn:
+def _die_of_stop_signal() -> NoReturn:
     _flush()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-    os._exit(128 + signal.SIGTERM)  # pragma: no cover - the signal ended the process
+    signal.signal(STOP_SIGNAL, signal.SIG_DFL)
+    os.kill(os.getpid(), STOP_SIGNAL)
+    os._exit(128 + STOP_SIGNAL)  # pragma: no cover - the signal ended the process
 
 
 def _line_buffered() -> None:
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
-            reconfigure(line_buffering=True)
+            reconfigure(line_buffering=True, write_through=False)
 
 
 def _watch_parent() -> None:
@@ -148,8 +155,8 @@ def _serve(conn: Connection, max_tasks: int | None) -> None:
         if payload == framing.STOP:
             return
         outcome, value = run_packed(payload)  # never raises
-        if _terminating:  # SIGTERM arrived while the call ran: its report is not wanted
-            _die_of_sigterm()
+        if _terminating:  # the stop signal arrived while the call ran: no report is wanted
+            _die_of_stop_signal()
         conn.send_bytes(framing.pack_result(outcome, value))
         _flush()
         done += 1
@@ -159,10 +166,11 @@ def _serve(conn: Connection, max_tasks: int | None) -> None:
 
 def main(conn: Connection, settings: bytes) -> None:
     """The target of every worker process: get ready, say so, then serve calls until told."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _drop)
+    signal.signal(signal.SIGTERM, _drop)
+    signal.signal(STOP_SIGNAL, _on_stop_signal)
+    if hasattr(signal, "pthread_sigmask"):  # what arrived meanwhile is dropped now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         _line_buffered()
         _watch_parent()
@@ -177,7 +185,7 @@ def main(conn: Connection, settings: bytes) -> None:
             os._exit(EXIT_NOT_READY)
         _serve(conn, max_tasks)
     except _Terminate:
-        _die_of_sigterm()
+        _die_of_stop_signal()
     except (BrokenPipeError, ConnectionResetError):  # the driver is gone
         pass
     _flush()

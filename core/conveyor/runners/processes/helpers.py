@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PRELOAD", "blocked_sigint", "claim", "release"]
+__all__ = ["PRELOAD", "blocked_signals", "claim", "release"]
 
 #: The modules the runner's forkserver imports before it forks workers.
 PRELOAD = ["conveyor.runners.processes.child", "cloudpickle"]
@@ -53,15 +53,16 @@ def _running(helper: Any, pid_attr: str) -> bool:
 
 
 @contextlib.contextmanager
-def blocked_sigint() -> Iterator[None]:
+def blocked_signals() -> Iterator[None]:
     """
-    Block SIGINT in this thread: a process started meanwhile inherits the mask, so a Ctrl-C
-    cannot reach it before it has set its own handling.
+    Block SIGINT and SIGTERM in this thread: a process started meanwhile inherits the mask, so
+    a Ctrl-C (or a SIGTERM) to the whole process group cannot reach it before it has set its own
+    handling. The forkserver never unblocks them: only the driver stops it.
     """
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
@@ -82,7 +83,7 @@ def claim(start_method: str) -> None:
             _ours.clear()
             _ours.update({name: not _running(*found) for name, found in helpers.items()})
         _claims += 1
-        # The tracker first: starting it unblocks SIGINT in the calling thread.
+        # The tracker first: starting it unblocks SIGINT and SIGTERM in the calling thread.
         resource_tracker.ensure_running()
         if start_method != "forkserver":
             return
@@ -92,7 +93,7 @@ def claim(start_method: str) -> None:
         previous = getattr(server, "_preload_modules", None)
         forkserver.set_forkserver_preload(PRELOAD)
         try:
-            with blocked_sigint():
+            with blocked_signals():
                 forkserver.ensure_running()
         finally:
             if previous is not None:

@@ -9,7 +9,7 @@ it depends on are final, so a run waiting on a dependency never holds a worker.
 
 The dispatcher waits on every worker's pipe and process sentinel at once. A worker that dies
 ends only the run it had (see :mod:`~conveyor.runners.processes.reports`) and is replaced. A
-cancelled or timed-out run's worker gets SIGTERM, then SIGKILL after the grace period, and is
+cancelled or timed-out run's worker gets its stop signal, then SIGKILL after the grace period, and is
 replaced. Queued runs that were cancelled are dropped when their turn comes: they never start.
 """
 
@@ -112,7 +112,7 @@ class WorkerPool:
 
     def close(self, hurry: bool = False) -> None:
         """
-        Stop every worker (idle ones are told, busy ones get SIGTERM, then SIGKILL after the
+        Stop every worker (idle ones are told, busy ones get the stop signal, then SIGKILL after the
         grace period; all at once with ``hurry``) and the dispatcher. Runs still queued or
         running end CRASHED ``runner-stopped``.
         """
@@ -340,6 +340,9 @@ class WorkerPool:
         self._unregister(worker.conn.fileno())
         self._unregister(worker.sentinel)
         code, pid = worker.exit_code(), worker.pid
+        lost = worker.outlived_its_watch(code)
+        if lost:  # the forkserver died: nothing would tell when this worker ends, so end it
+            worker.kill()
         worker.close()
         with self._lock:
             self._workers.discard(worker)
@@ -351,7 +354,7 @@ class WorkerPool:
                 attempt = None
             replace = not self._closing and self._broken is None
         if attempt is not None and not attempt.finished:
-            report_death(attempt, pid, code, self._memory_limit, self._oom)
+            report_death(attempt, pid, code, self._memory_limit, self._oom, lost=lost)
         elif not worker.ready and not worker.failed and not worker.stopping:
             if code == EXIT_UNGUARDED:
                 self._start_failed(unguarded_error(main_script()), again=True)

@@ -7,7 +7,8 @@ What a worker's report, or its death, means for the run it had: the state the dr
   naming its type. Under a ``memory_limit``, a ``MemoryError`` that escaped the task is CRASHED
   ``oom-killed``: the task ran out of the memory the runner gave it.
 - A death is CRASHED ``worker-died`` with the exit code or the signal, or ``oom-killed`` when
-  the kernel's OOM killer did it (see :mod:`~conveyor.runners.processes.deaths`).
+  the kernel's OOM killer did it (see :mod:`~conveyor.runners.processes.deaths`). A worker the
+  driver could no longer watch (its forkserver died) was killed by the driver: ``backend-lost``.
 """
 
 from __future__ import annotations
@@ -66,9 +67,25 @@ def report_result(attempt: Attempt, data: bytes, memory_limit: int | None) -> No
 
 
 def report_death(
-    attempt: Attempt, pid: int, code: int | None, memory_limit: int | None, oom: OomCounter
+    attempt: Attempt,
+    pid: int,
+    code: int | None,
+    memory_limit: int | None,
+    oom: OomCounter,
+    *,
+    lost: bool = False,
 ) -> None:
-    """Report the run ``attempt`` CRASHED: its worker ``pid`` ended with exit ``code``."""
+    """
+    Report the run ``attempt`` CRASHED: its worker ``pid`` ended with exit ``code``, or, when
+    ``lost``, was killed by the driver because the forkserver that watched it died.
+    """
+    if lost:
+        attempt.crash(
+            f"multiprocessing's forkserver ended while {attempt.name!r} ran, so its worker "
+            f"process (pid {pid}) could no longer be watched and was killed.",
+            reason=CrashReason.BACKEND_LOST,
+        )
+        return
     if code == -signal.SIGKILL and oom.claim():
         attempt.crash(
             f"The worker process (pid {pid}) running {attempt.name!r} was killed by the "

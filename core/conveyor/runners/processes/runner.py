@@ -47,7 +47,7 @@ class ProcessesRunner(Runner):
     - ``memory_limit``: the address space each worker may use (Linux ``RLIMIT_AS``), in bytes or
       as ``"512 MiB"``; a run that needs more ends CRASHED ``oom-killed``.
     - ``cancel_grace_seconds``: how long a cancelled or timed-out run's worker has to stop
-      after SIGTERM before it is killed (default 1 s).
+      after its stop signal (SIGUSR1) before it is killed (default 1 s).
 
     A run whose worker dies ends CRASHED, alone: the worker is replaced and every other run goes
     on. Timeouts and ``cancel()`` stop running work by ending its worker.
@@ -88,10 +88,9 @@ class ProcessesRunner(Runner):
     _stopping: bool = attrs.field(default=False, init=False, eq=False, repr=False)
 
     def on_start(self) -> None:
-        # Deferred: multiprocessing, the envelope and the pool are needed once the runner
-        # starts, not to list it.
-        import multiprocessing
+        import multiprocessing  # deferred: needed once the runner starts, not to list it
 
+        # Deferred, as multiprocessing: the pool and the envelope.
         from conveyor.runners.processes import bootstrap, helpers
         from conveyor.runners.processes.pool import WorkerPool
         from conveyor.runners.remote import dumps

@@ -1,8 +1,8 @@
 """
 One worker process as the driver sees it: the process, its pipe, and the run it was given.
 
-Workers are started with SIGINT blocked, so a Ctrl-C to the terminal's process group cannot
-reach one before it ignores SIGINT (see :mod:`~conveyor.runners.processes.child`), and they are
+Workers are started with SIGINT and SIGTERM blocked, so a Ctrl-C to the terminal's process
+group cannot reach one before it has set its own handling (see :mod:`~conveyor.runners.processes.child`), and they are
 not daemonic, so that a task may start processes of its own. Every field is read and written
 under the pool's lock, except by the dispatcher thread for what only it touches (the pipe's
 reading end, ``ready``, ``exited``).
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.runners.processes import child
 from conveyor.runners.processes.bootstrap import WORKER_NAME
-from conveyor.runners.processes.helpers import blocked_sigint
+from conveyor.runners.processes.helpers import blocked_signals
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -36,6 +36,7 @@ class Worker:
         "conn",
         "exited",
         "failed",
+        "forked",
         "kill_at",
         "number",
         "process",
@@ -49,6 +50,8 @@ class Worker:
     def __init__(self, context: Any, number: int, settings: bytes) -> None:
         conn, theirs = context.Pipe(duplex=True)
         self.number = number
+        #: Forked by the forkserver, which tells the driver how it ended.
+        self.forked = context.get_start_method() == "forkserver"
         self.process: Any = context.Process(
             target=child.main,
             args=(theirs, settings),
@@ -56,7 +59,7 @@ class Worker:
             daemon=False,
         )
         try:
-            with blocked_sigint():
+            with blocked_signals():
                 self.process.start()
         except BaseException:
             conn.close()
@@ -105,11 +108,12 @@ class Worker:
         return True
 
     def terminate(self, grace: float) -> None:
-        """Ask the worker to stop (SIGTERM) and have it killed if it lives ``grace`` s more."""
+        """Ask the worker to stop what it runs (its stop signal) and have it killed if it lives
+        ``grace`` s more."""
         self.stopping = True
         if self.kill_at is None:
             self.kill_at = time.monotonic() + grace
-            self._signal(signal.SIGTERM)
+            self._signal(child.STOP_SIGNAL)
 
     def stop(self, grace: float, message: bytes) -> None:
         """Send ``message`` (the stop request) and have it killed if it lives ``grace`` s more."""
@@ -117,7 +121,7 @@ class Worker:
         if self.kill_at is None:
             self.kill_at = time.monotonic() + grace
         if not self.send(message):
-            self._signal(signal.SIGTERM)
+            self._signal(child.STOP_SIGNAL)
 
     def kill(self) -> None:
         """End the worker now (SIGKILL)."""
@@ -131,9 +135,25 @@ class Worker:
                 os.kill(self.pid, signum)
 
     def exit_code(self) -> int | None:
-        """The exit code (negative: the signal that killed it), once it has ended."""
+        """The exit code (negative: the signal that killed it) of a worker whose sentinel fired."""
+        # The sentinel fires as the process closes its files, a moment before it can be reaped.
+        self.process.join(5.0)
         code = self.process.exitcode
         return None if code is None else int(code)
+
+    def outlived_its_watch(self, code: int | None) -> bool:
+        """
+        Whether the process still runs though its sentinel fired: a forkserver worker's end is
+        told by the forkserver, and a forkserver that died reports all its workers ended (with
+        code 255) while they live on.
+        """
+        if not self.forked or code != 255:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         """Release the pipe and the process handle of a worker that has ended."""
