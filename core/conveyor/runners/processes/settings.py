@@ -47,7 +47,7 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$"  # compiled on first use, by re's cache
 
 
 def default_max_workers() -> int:
@@ -97,7 +97,7 @@ def memory_limit_bytes(value: int | str | None) -> int | None:
         raise ValueError(value)
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
+    elif isinstance(value, str) and (match := re.match(_SIZE, value)):
         unit = _UNITS.get(match.group(2).lower())
         if unit is None:
             raise ValueError(value)
