@@ -249,9 +249,9 @@ class WorkerPool:
                 if closing:
                     for worker in left:
                         self._stop_worker(worker)
-        except BaseException:
+        except BaseException:  # nothing would report the runs any more: end them all now
             logger.exception("The dispatcher of runner %r failed.", self._name)
-            self._give_up(f"The dispatcher of runner {self._name!r} failed; see the log.")
+            self._give_up(f"The dispatcher of runner {self._name!r} failed; see the log.", True)
             self.kill_workers()
 
     def _kill_due(self) -> float | None:
@@ -327,12 +327,7 @@ class WorkerPool:
             self._dispatch(worker, *following)
 
     def _on_exit(self, worker: Worker) -> None:
-        while True:  # what it sent before it ended
-            try:
-                if not worker.conn.poll():
-                    break
-            except OSError:
-                break
+        while worker.has_message():  # what it sent before it ended
             data = self._receive(worker)
             if data is None:
                 break
@@ -379,14 +374,19 @@ class WorkerPool:
         if self._start.failed(error, again=again) and not self._start.failed_to_start:
             self._give_up(str(error))
 
-    def _give_up(self, message: str) -> None:
-        """No more workers can be started: queued and later runs end CRASHED with ``message``."""
+    def _give_up(self, message: str, running: bool = False) -> None:
+        """
+        No more workers can be started: queued and later runs (and, with ``running``, those
+        the workers run) end CRASHED with ``message``.
+        """
         with self._lock:
             if self._broken is None:
                 logger.error("%s Its queued and later runs crash.", message)
             self._broken = message
             queued = [a for a, _ in self._queue]
             self._queue.clear()
+            if running:
+                queued += [w.attempt for w in self._workers if w.attempt is not None]
         for attempt in queued:
             if not attempt.finished:
                 attempt.crash(message, reason=CrashReason.BACKEND_ERROR)

@@ -107,6 +107,13 @@ class Worker:
             return False
         return True
 
+    def has_message(self) -> bool:
+        """Whether a message (or the end of the pipe) waits to be read."""
+        try:
+            return bool(self.conn.poll())
+        except OSError:
+            return False
+
     def terminate(self, grace: float) -> None:
         """Ask the worker to stop what it runs (its stop signal) and have it killed if it lives
         ``grace`` s more."""
