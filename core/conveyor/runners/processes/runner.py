@@ -9,6 +9,7 @@ and resource tracker of multiprocessing when it was the one to start them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +98,6 @@ class ProcessesRunner(Runner):
 
         if bootstrap.importing_main():
             if multiprocessing.current_process().name.startswith(bootstrap.WORKER_NAME):
-                import os  # deferred: only a worker importing an unguarded script gets here
-
                 os._exit(bootstrap.EXIT_UNGUARDED)  # the driver says why, once
             raise bootstrap.unguarded_error(bootstrap.main_script())
         owner = type(self).__name__
