@@ -223,6 +223,29 @@ class TestOptions:
         assert runner.max_workers >= 1
         assert pickle.loads(pickle.dumps(runner)) == runner
 
+    def test_without_cloudpickle_the_start_says_how_to_install_it(self) -> None:
+        """Where cloudpickle cannot be imported, the runner's start says to install it."""
+        code = textwrap.dedent("""
+            import sys
+            sys.modules["cloudpickle"] = None  # as if it were not installed
+            from conveyor import ConfigError, flow
+            from conveyor.runners.processes import ProcessesRunner
+
+            @flow(runner=ProcessesRunner(max_workers=1))
+            def f():
+                pass
+
+            if __name__ == "__main__":
+                try:
+                    f()
+                except ConfigError as exc:
+                    print(exc)
+            """)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=s.env(), capture_output=True, text=True, timeout=120
+        )
+        assert "install it with `pip install cloudpickle`" in proc.stdout, proc.stderr
+
     def test_listed_and_selected_by_name(self, tmp_path: Path) -> None:
         """`conveyor runners` lists processes with its capabilities, from the core."""
         proc = subprocess.run(

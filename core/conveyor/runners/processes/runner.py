@@ -94,13 +94,18 @@ class ProcessesRunner(Runner):
         # Deferred, as multiprocessing: the pool and the envelope.
         from conveyor.runners.processes import bootstrap, helpers
         from conveyor.runners.processes.pool import WorkerPool
-        from conveyor.runners.remote import dumps
+        from conveyor.runners.remote import PackError, dumps
+        from conveyor.runners.remote.pickling import cloudpickle
 
         if bootstrap.importing_main():
             if multiprocessing.current_process().name.startswith(bootstrap.WORKER_NAME):
                 os._exit(bootstrap.EXIT_UNGUARDED)  # the driver says why, once
             raise bootstrap.unguarded_error(bootstrap.main_script())
         owner = type(self).__name__
+        try:
+            cloudpickle()  # tasks travel to the workers by value: without it, none could
+        except PackError as exc:
+            raise ConfigError(f"{owner}: {exc}") from None
         initializer = self.initializer
         if isinstance(initializer, str):
             rules.resolve_initializer(initializer, owner)  # an import error, here and now
