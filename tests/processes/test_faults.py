@@ -111,6 +111,19 @@ class TestWorkerDeath:
         assert later == ["q0", "q1", "q2"]
 
 
+class TestOomCount:
+    def test_the_kernel_s_oom_count_is_found_and_read(self) -> None:
+        """The runner reads the OOM-kill count of this process's memory cgroup (or of the
+        machine), and claims no kill while none happened."""
+        from conveyor.runners.processes.deaths import OomCounter
+
+        counter = OomCounter()
+        if counter.count() is None:
+            pytest.skip(f"nothing counts OOM kills here ({counter.source} is not readable)")
+        assert counter.source.name in {"memory.events", "memory.oom_control", "vmstat"}
+        assert counter.claim() is False
+
+
 def count_each(folder: Path, names: list[str]) -> list[int]:
     return [s.count_runs(folder, name) for name in names]
 
