@@ -31,7 +31,7 @@ from conveyor.runners.remote import describe_type, dumps, loads, run_packed
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["EXIT_NOT_READY", "EXIT_ORPHANED", "STOP_SIGNAL", "WorkerSettings", "main"]
+__all__ = ["EXIT_NOT_READY", "EXIT_ORPHANED", "STOP_SIGNAL", "main"]
 
 #: The exit code of a worker that could not get ready (its hello says why).
 EXIT_NOT_READY = 3
@@ -39,11 +39,6 @@ EXIT_NOT_READY = 3
 EXIT_ORPHANED = 4
 #: The signal by which the driver asks a worker to stop what it runs, and exit.
 STOP_SIGNAL = signal.SIGUSR1
-
-# What a worker gets at start, pickled with the envelope's ``dumps`` (the initializer may be a
-# function of ``__main__``): (initializer or its dotted name, initargs, memory limit in bytes,
-# calls before it retires).
-WorkerSettings = tuple[Any, tuple[Any, ...], "int | None", "int | None"]
 
 
 class _Terminate(BaseException):
@@ -114,7 +109,13 @@ def _address_space() -> int | None:
 
 
 def _prepare(blob: bytes) -> tuple[framing.Hello, int | None]:
-    """Run the initializer and set the memory limit; the hello to send and the call budget."""
+    """
+    Run the initializer and set the memory limit; the hello to send and the call budget.
+
+    ``blob`` is what the runner's start pickled with the envelope's ``dumps`` (an initializer
+    may be a function of ``__main__``): the initializer or its dotted name, its arguments, the
+    memory limit in bytes and the number of calls before the worker retires.
+    """
     # The handlers that importing the main script again installed (a logging.basicConfig at
     # module level) would print the tasks' records here too: they reach the driver's instead.
     logging.getLogger().handlers.clear()
