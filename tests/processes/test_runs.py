@@ -206,6 +206,7 @@ class TestOptions:
             ({"max_tasks_per_child": 0}, "whole number of 1 or more"),
             ({"memory_limit": "lots"}, "size such as '512 MiB'"),
             ({"initializer": 3}, "callable or its dotted name"),
+            ({"initializer": "setup"}, "callable or its dotted name"),
             ({"cancel_grace_seconds": -1}, "number of seconds above 0"),
         ],
     )

@@ -15,7 +15,6 @@ replaced. Queued runs that were cancelled are dropped when their turn comes: the
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import logging
@@ -23,7 +22,6 @@ import os
 import selectors
 import threading
 import time
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +43,6 @@ __all__ = ["WorkerPool"]
 logger = logging.getLogger("conveyor")
 
 _WAKE, _PIPE, _EXIT = "wake", "pipe", "exit"
-_live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-_atexit = threading.Lock()
-
-
-def _kill_live_pools() -> None:
-    """
-    At interpreter exit, kill the workers of pools nobody stopped: multiprocessing joins its
-    non-daemonic children then, and would wait for them.
-    """
-    for pool in list(_live):
-        pool.kill_workers()
 
 
 class WorkerPool:
@@ -95,11 +82,6 @@ class WorkerPool:
         self._thread = threading.Thread(
             target=self._loop, name=f"conveyor-{runner_name}-dispatcher", daemon=True
         )
-        with _atexit:
-            if not _live:
-                atexit.unregister(_kill_live_pools)
-                atexit.register(_kill_live_pools)  # after multiprocessing's: it runs first
-            _live.add(self)
 
     # -- lifecycle (the runner's thread) ------------------------------------------------------
 
@@ -161,8 +143,6 @@ class WorkerPool:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with _atexit:
-            _live.discard(self)
 
     # -- runs (any thread) ----------------------------------------------------------------------
 
@@ -185,7 +165,7 @@ class WorkerPool:
         if problem:
             attempt.crash(problem, reason=reason)
             return
-        self._dispatch(worker, attempt, payload)
+        self._dispatch(worker, attempt, payload, first=True)
 
     def cancel(self, attempt: Attempt) -> bool:
         """Stop ``attempt``: a queued one never starts, a running one's worker is ended."""
@@ -197,12 +177,20 @@ class WorkerPool:
         self._wake()  # the dispatcher kills it when the grace runs out
         return True
 
-    def _dispatch(self, worker: Worker, attempt: Attempt, payload: bytes) -> None:
-        attempt.mark_running()
+    def _dispatch(self, worker: Worker, attempt: Attempt, payload: bytes, first: bool) -> None:
+        """
+        Send the run to its worker. The engine hears it is running before (``first``: from
+        another thread, which the report could overtake) or after, so that the dispatcher's
+        worker gets its payload without waiting for the engine and its observers.
+        """
+        if first:
+            attempt.mark_running()
         if not worker.send(payload):
             with self._lock:  # it died: its exit hands the run to the next worker
                 if worker.attempt is attempt:
                     worker.unsent = payload
+        if not first:
+            attempt.mark_running()  # its report is read by this thread, after this
 
     def _next(self, worker: Worker) -> tuple[Attempt, bytes] | None:
         """Under the lock: give ``worker`` the next queued run, or make it idle."""
@@ -299,7 +287,7 @@ class WorkerPool:
                 worker.retiring = True
             following = self._next(worker)
         if following is not None:  # the next run first: the worker works while we report
-            self._dispatch(worker, *following)
+            self._dispatch(worker, *following, first=False)
         if attempt is not None:
             report_result(attempt, data, self._memory_limit)
 
@@ -324,7 +312,7 @@ class WorkerPool:
             ready = sum(w.ready for w in self._workers)
         self._start.ready(ready)
         if following is not None:
-            self._dispatch(worker, *following)
+            self._dispatch(worker, *following, first=False)
 
     def _on_exit(self, worker: Worker) -> None:
         while worker.has_message():  # what it sent before it ended

@@ -126,8 +126,10 @@ def check_initializer(inst: Any, attribute: Any, value: Any) -> None:
     """An attrs validator: None, a callable, or its dotted name (``pkg.mod:func``)."""
     if value is None or callable(value):
         return
-    if isinstance(value, str) and "." in value.strip(". :"):
-        return
+    if isinstance(value, str):
+        module, colon, attr = value.strip().partition(":")
+        if (colon and module and attr) or (not colon and "." in module.strip(".")):
+            return
     fix = "give a callable or its dotted name, such as 'mypackage.setup:init_worker'"
     raise validators.invalid(type(inst).__name__, attribute.name, value, fix)
 

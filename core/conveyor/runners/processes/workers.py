@@ -10,10 +10,13 @@ reading end, ``ready``, ``exited``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from conveyor.runners.processes import child
@@ -27,11 +30,24 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker"]
 
+_living: weakref.WeakSet[Worker] = weakref.WeakSet()
+_living_lock = threading.Lock()
+
+
+def _kill_the_living() -> None:
+    """
+    At interpreter exit, kill the workers of pools nobody stopped: multiprocessing joins its
+    non-daemonic children then, and would wait for them.
+    """
+    for worker in list(_living):
+        worker.kill()
+
 
 class Worker:
     """A started worker process of one pool."""
 
     __slots__ = (
+        "__weakref__",
         "attempt",
         "conn",
         "exited",
@@ -67,6 +83,11 @@ class Worker:
         finally:
             theirs.close()
         self.conn: Connection = conn
+        with _living_lock:
+            if not _living:  # registered after multiprocessing's exit handler: runs before it
+                atexit.unregister(_kill_the_living)
+                atexit.register(_kill_the_living)
+            _living.add(self)
         #: The attempt this worker runs (or was just given), None when it is idle.
         self.attempt: Attempt | None = None
         #: The calls it reported.
@@ -164,6 +185,8 @@ class Worker:
 
     def close(self) -> None:
         """Release the pipe and the process handle of a worker that has ended."""
+        with _living_lock:
+            _living.discard(self)
         self.exited = True
         self.conn.close()
         with contextlib.suppress(ValueError):
