@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def record(folder: str, name: str) -> None:
-    """Note one execution of ``name`` (with this process's pid) in ``folder``."""
-    (Path(folder) / f"{name}.{uuid.uuid4().hex}").write_text(str(os.getpid()))
+    """Note one execution of ``name`` (with this process's pid) in ``folder``, atomically."""
+    key = uuid.uuid4().hex
+    draft = Path(folder) / f".draft-{key}"
+    draft.write_text(str(os.getpid()))
+    draft.replace(Path(folder) / f"{name}.{key}")
 
 
 def count_runs(folder: Path, name: str) -> int:

@@ -204,7 +204,8 @@ class TestTimeoutsAndCancel:
 
         @flow(runner=_runner())
         def f() -> tuple[State[Any], list[str]]:
-            stuck = s.sleeper.with_options(timeout_seconds=1).submit(str(runs), "stuck", 60)
+            stuck = s.sleeper.with_options(timeout_seconds=3).submit(str(runs), "stuck", 60)
+            wait_until(lambda: s.count_runs(runs, "stuck-start"), BOUND, what="the run to start")
             state = _final(stuck.wait(BOUND))
             s.wait_gone(s.recorded_pid(runs, "stuck-start"))
             later = [s.touch.submit(str(runs), f"q{i}") for i in range(4)]
