@@ -1,5 +1,6 @@
 """
-The built-in plugin: registers ``sequential`` and ``concurrent`` exactly as external plugins do.
+The built-in plugin: registers ``sequential``, ``concurrent`` and ``processes`` exactly as
+external plugins do.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.runners import ConcurrentRunner, SequentialRunner
+from conveyor.runners.processes import ProcessesRunner
 
 if TYPE_CHECKING:
     from conveyor.plugins.registry import RunnerRegistry
@@ -17,6 +19,7 @@ __all__ = ["conveyor_register_runners"]
 
 @hookimpl
 def conveyor_register_runners(registry: RunnerRegistry) -> None:
-    """Register ``sequential`` and ``concurrent``."""
+    """Register ``sequential``, ``concurrent`` and ``processes``."""
     registry.add(SequentialRunner)
     registry.add(ConcurrentRunner)
+    registry.add(ProcessesRunner)
