@@ -21,6 +21,7 @@ import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from conveyor._prints import wrap as wrap_prints
 from conveyor.exceptions import ConfigError, NoFlowRunError
 from conveyor.futures import RunFuture
 from conveyor.options import OPTION_NAMES, TaskOptions, make_options
@@ -109,7 +110,14 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
+        self._printing: Callable[..., Any] | None = None
         functools.update_wrapper(self, fn)
+
+    def printing_fn(self) -> Callable[..., Any]:
+        """The function wrapped so that its prints become log records (made once per task)."""
+        if self._printing is None:
+            self._printing = wrap_prints(self.fn, self.is_async)
+        return self._printing
 
     @property
     def name(self) -> str:
@@ -334,6 +342,7 @@ def task(
     resources: Mapping[str, float] | None = None,
     runner_options: Mapping[str, Any] | None = None,
     map_window: int = 1024,
+    log_prints: bool | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -345,7 +354,9 @@ def task(fn: Any = None, /, **options: Any) -> Any:
     ``timeout_seconds`` (the run ends FAILED, named TimedOut, on time); ``crash_retries`` (for
     runs the infrastructure failed); ``resources`` (e.g. ``{"GPU": 1}``, for runners that take
     them); ``runner_options`` (passed to the runner as is); ``map_window`` (how many runs a map over a
-    lazy iterable keeps submitted ahead, default 1024). Async functions are first-class.
+    lazy iterable keeps submitted ahead, default 1024); ``log_prints`` (``print()`` in the task
+    becomes log records; None, the default, follows ``@flow(log_prints=...)``). Async functions
+    are first-class.
     """
     if fn is None:
         return lambda f: Task(f, **options)

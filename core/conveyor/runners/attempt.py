@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor._context import log_names_var
+from conveyor._context import log_names_var, sync_caller_var
 from conveyor._interrupts import interrupts, is_real_interrupt
 from conveyor.runners.outcome import state_for_exception
 from conveyor.states import Completed, Crashed, CrashReason, Failed, ResultRef, State
@@ -52,6 +53,7 @@ class Attempt:
 
     __slots__ = (
         "_reporter",
+        "_thread",
         "args",
         "context",
         "flow_run_name",
@@ -65,6 +67,7 @@ class Attempt:
         "runner_options",
         "task_name",
         "timeout",
+        "where",
     )
 
     def __init__(
@@ -104,6 +107,11 @@ class Attempt:
         #: Per-task options meant for the runner (``@task(runner_options=...)``).
         self.runner_options: Mapping[str, Any] = runner_options or {}
         self.handle: Any = None
+        #: Where the attempt runs, for the run record and report: set by ``mark_running(where=)``
+        #: (``"dask worker tcp://127.0.0.1:40123"``, ``"ray node 10.0.0.2 worker 3f2a..."``);
+        #: :meth:`call` and :meth:`call_async` note the thread themselves.
+        self.where: str | None = None
+        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} of {self.name}>"
@@ -115,13 +123,26 @@ class Attempt:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def mark_running(self) -> None:
+    def mark_running(self, where: str | None = None) -> None:
         """
-        Report that the work has started (the run becomes RUNNING). :meth:`call` and
-        :meth:`call_async` do this themselves; runners that execute elsewhere call it when the
-        backend starts the work (or when they hand it over, if they cannot tell).
+        Report that the work has started (the run becomes RUNNING), and ``where`` it runs, in
+        words a person knows the backend by (``"dask worker tcp://10.0.0.5:40123"``,
+        ``"ray node 10.0.0.5 worker 3f2a9c"``, ``"process 4242"``): the run record, the
+        console's report and the HTML report show it. :meth:`call` and :meth:`call_async` do
+        this themselves; runners that execute elsewhere call it when the backend starts the
+        work (or when they hand it over, if they cannot tell). A place learnt only later may
+        be set as ``attempt.where`` until the attempt is reported.
         """
+        if where is not None:
+            self.where = where
         self._reporter.attempt_started(self)
+
+    def place(self) -> str | None:
+        """Where the attempt ran: ``where`` if the runner said, else the thread that ran it."""
+        if self.where is not None:
+            return self.where
+        thread = self._thread
+        return None if thread is None else f"thread {thread.name}"
 
     def succeed(self, value: Any) -> None:
         """Report that the call returned ``value`` (or a :class:`~conveyor.ResultRef`)."""
@@ -167,6 +188,7 @@ class Attempt:
         """
         if self.finished:
             return
+        self._thread = threading.current_thread()
         self._reporter.attempt_started(self)
         before = interrupts()
         try:
@@ -181,6 +203,7 @@ class Attempt:
 
     def _call_sync(self) -> Any:
         log_names_var.set((self.flow_run_name, self.name))
+        sync_caller_var.set(True)
         return self.fn(*self.args, **self.kwargs)
 
     async def call_async(self) -> None:
@@ -191,8 +214,10 @@ class Attempt:
         """
         if self.finished:
             return
+        self._thread = threading.current_thread()
         self._reporter.attempt_started(self)
         token = log_names_var.set((self.flow_run_name, self.name))
+        sync_token = sync_caller_var.set(False)
         before = interrupts()
         try:
             value = await self.fn(*self.args, **self.kwargs)
@@ -211,6 +236,7 @@ class Attempt:
         else:
             self.succeed(value)
         finally:
+            sync_caller_var.reset(sync_token)
             log_names_var.reset(token)
 
 
