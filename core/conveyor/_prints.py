@@ -40,7 +40,9 @@ def _print(
     file: Any = None,
     flush: bool = False,
 ) -> None:
-    if not _active.get() or (file is not None and file is not sys.stdout and file is not sys.stderr):
+    if not _active.get() or (
+        file is not None and file is not sys.stdout and file is not sys.stderr
+    ):
         _original[0](*values, sep=sep, end=end, file=file, flush=flush)
         return
     text = (" " if sep is None else sep).join(str(v) for v in values)

@@ -80,7 +80,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="flow parameter, coerced to the flow's annotation (repeatable)",
     )
     run.add_argument(
-        "--json", action="store_true", help="print one JSON document on stdout (prints go to stderr)"
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout (prints go to stderr)",
     )
     run.add_argument("--no-progress", action="store_true", help="show no live progress")
     run.add_argument(

@@ -163,7 +163,7 @@ def explain_runner(
     source = "the default"
     for candidate, origin in (
         (call, "flow.with_options(runner=...)"),
-        (cli.runner, "conveyor run --runner"),
+        (cli.runner, "--runner"),
         (env, RUNNER_ENV),
         (decorator, "@flow(runner=...)"),
     ):
@@ -187,7 +187,7 @@ def explain_runner(
     options.update(env_options)
     sources.update(dict.fromkeys(env_options, OPTIONS_ENV))
     options.update(cli.options)
-    sources.update(dict.fromkeys(cli.options, "conveyor run --option"))
+    sources.update(dict.fromkeys(cli.options, "--option"))
     return Resolution(spec, source, options, sources, config)
 
 

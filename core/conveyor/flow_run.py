@@ -93,7 +93,12 @@ class FlowRun:
         self.progress_transient = False
         #: What happened in this run: the summary, and per task run with ``record_runs``.
         self.record = RunRecord(
-            self.id, self.name, name, runner.name, runner.options(), task_runs=[] if record_runs else None
+            self.id,
+            self.name,
+            name,
+            runner.name,
+            runner.options(),
+            task_runs=[] if record_runs else None,
         )
         #: (task name, old state type or None, new state type) per change, while a live
         #: progress display drains it; None otherwise, and then nothing is counted for it.
@@ -145,11 +150,16 @@ class FlowRun:
         try:
             self.record.dashboard = self.runner.dashboard_url()
         except Exception:  # a runner's report of its dashboard never breaks a run
-            logger.debug("Runner %r failed to say its dashboard URL.", self.runner.name, exc_info=True)
+            logger.debug(
+                "Runner %r failed to say its dashboard URL.", self.runner.name, exc_info=True
+            )
         if self.progress:
             from conveyor.console.progress import start_display  # deferred: rich, when shown
 
-            self._display = start_display(self)
+            try:
+                self._display = start_display(self)
+            except Exception:  # a display that cannot be drawn never stops the run
+                logger.warning("Live progress could not be shown.", exc_info=True)
 
     def ended(self, state: State[Any], error: BaseException | None) -> None:
         """The flow run ended in ``state``: stop the display and complete the record."""

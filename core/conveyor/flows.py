@@ -79,6 +79,11 @@ class Flow(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"
 
+    @property
+    def call_runner(self) -> RunnerSpec:
+        """The runner given with :meth:`with_options` (it overrides everything), or None."""
+        return self._call_runner
+
     def with_options(
         self,
         *,

@@ -18,7 +18,13 @@ from typing import Any
 
 from conveyor._context import log_names_var
 
-__all__ = ["RUN_DEFAULTS", "RUN_FORMAT", "get_run_logger", "install_record_factory", "run_formatter"]
+__all__ = [
+    "RUN_DEFAULTS",
+    "RUN_FORMAT",
+    "get_run_logger",
+    "install_record_factory",
+    "run_formatter",
+]
 
 RUN_FORMAT = "%(asctime)s %(levelname)s [%(flow_run_name)s/%(task_run_name)s] %(name)s: %(message)s"
 #: The run names of a record made outside any run.

@@ -41,7 +41,9 @@ class CliFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         flow_run = getattr(record, "flow_run_name", None)
         task_run = getattr(record, "task_run_name", None)
-        names = "" if flow_run is None else f"[{flow_run}{'' if task_run is None else '/' + task_run}] "
+        names = (
+            "" if flow_run is None else f"[{flow_run}{'' if task_run is None else '/' + task_run}] "
+        )
         level = f"{record.levelname:<7}"
         if self.colour:
             level = f"{_COLOURS.get(record.levelno, '')}{level}{_RESET}"

@@ -95,9 +95,7 @@ def bind_params(
         )
         raise ConfigError(msg)
     missing = [
-        n
-        for n, p in params.items()
-        if n in named and p.default is p.empty and n not in given
+        n for n, p in params.items() if n in named and p.default is p.empty and n not in given
     ]
     if missing:
         flags = " ".join(f"-p {n}=..." for n in missing)
@@ -128,7 +126,9 @@ def coerce(raw: str, hint: Any) -> Any:
         return _json_or_text(raw)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union or (hasattr(types, "UnionType") and isinstance(hint, types.UnionType)):
+    if origin is typing.Union or (
+        hasattr(types, "UnionType") and isinstance(hint, types.UnionType)
+    ):
         return _union(raw, args)
     if origin is typing.Literal:
         for choice in args:

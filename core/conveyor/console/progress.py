@@ -94,7 +94,7 @@ def start_display(source: ProgressSource) -> Display | None:
             if not _warned:
                 _warned.append(True)
                 logger.warning(
-                    'Live progress needs rich, which is not installed; install it with `pip '
+                    "Live progress needs rich, which is not installed; install it with `pip "
                     'install "conveyor[progress]"`, or turn progress off (--no-progress, '
                     "CONVEYOR_PROGRESS=0)."
                 )
@@ -113,7 +113,8 @@ class Display:
         self.source = source
         self.counts: dict[str, Counter[StateType]] = {}
         self.rows: dict[str, Any] = {}
-        self._drain_lock = threading.Lock()
+        self._drain_lock = threading.RLock()
+        self._draining = False
         source.events = deque()
         self.progress = progress_class(
             self,
@@ -129,17 +130,25 @@ class Display:
         if events is None:
             return
         with self._drain_lock:
-            n = len(events)
-            batch = Counter([events.popleft() for _ in range(n)])
-            for (name, old, new), k in batch.items():
-                counts = self.counts.get(name)
-                if counts is None:
-                    counts = self.counts[name] = Counter()
-                if old is not None:
-                    counts[old] -= k
-                counts[new] += k
-            for name, counts in self.counts.items():
-                self._update_row(name, counts)
+            if self._draining:  # adding a row redraws, and a redraw drains: once is enough
+                return
+            self._draining = True
+            try:
+                self._apply(events)
+            finally:
+                self._draining = False
+
+    def _apply(self, events: deque[tuple[str, StateType | None, StateType]]) -> None:
+        batch = Counter([events.popleft() for _ in range(len(events))])
+        for (name, old, new), k in batch.items():
+            counts = self.counts.get(name)
+            if counts is None:
+                counts = self.counts[name] = Counter()
+            if old is not None:
+                counts[old] -= k
+            counts[new] += k
+        for name, counts in self.counts.items():
+            self._update_row(name, counts)
 
     def _update_row(self, name: str, counts: Counter[StateType]) -> None:
         final = sum(counts[t] for t in _FINAL)
@@ -149,7 +158,9 @@ class Display:
         states = " · ".join(parts)
         row = self.rows.get(name)
         if row is None:
-            self.rows[name] = self.progress.add_task(name, total=total, completed=final, states=states)
+            self.rows[name] = self.progress.add_task(
+                name, total=total, completed=final, states=states
+            )
         else:
             self.progress.update(row, total=total, completed=final, states=states)
 
@@ -194,6 +205,7 @@ def _progress_class() -> type:
 
     class EngineProgress(Progress):
         def __init__(self, display: Display, **kwargs: Any) -> None:
+            self.display = display
             super().__init__(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(bar_width=24),
@@ -204,10 +216,12 @@ def _progress_class() -> type:
                 TimeRemainingColumn(),
                 **kwargs,
             )
-            self.display = display
 
         def get_renderables(self) -> Any:
-            self.display.drain()
+            try:
+                self.display.drain()
+            except Exception:  # a drawing problem never breaks the run, nor the redraws
+                logger.debug("The progress display failed to count.", exc_info=True)
             yield from super().get_renderables()
 
     _classes.append(EngineProgress)

@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from conveyor.flow_run_info import FlowRunInfo
     from conveyor.flows import Flow
 
-__all__ = ["EXIT_BACKEND", "EXIT_FLOW_FAILED", "EXIT_OK", "EXIT_USAGE", "run_command"]
+__all__ = [
+    "EXIT_BACKEND",
+    "EXIT_FLOW_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "flow_help",
+    "parse_pairs",
+    "run_command",
+]
 
 EXIT_OK = 0
 EXIT_FLOW_FAILED = 1
@@ -65,12 +73,15 @@ class _CliPlugin:
             print(f"conveyor: {flow_run.runner_name} dashboard: {url}", file=sys.stderr, flush=True)
 
 
-def _pairs(items: list[str], what: str) -> dict[str, Any]:
+def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict; a VALUE is JSON if it parses, else the text."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            msg = f"{what} {item!r} is not KEY=VALUE; write it like max_workers=4 or names='[\"a\"]'."
+            msg = (
+                f"{what} {item!r} is not KEY=VALUE; write it like max_workers=4 or names='[\"a\"]'."
+            )
             raise ConfigError(msg)
         try:
             out[key] = json.loads(raw)
@@ -82,7 +93,11 @@ def _pairs(items: list[str], what: str) -> dict[str, Any]:
 def flow_help(flow: Flow[..., Any], target: str) -> str:
     """What ``conveyor run FILE:FLOW --help`` prints: the flow's parameters."""
     rows = describe_parameters(flow.name, flow.fn)
-    lines = [f"usage: conveyor run {target} [-p NAME=VALUE]...", "", signature_text(flow.name, flow.fn)]
+    lines = [
+        f"usage: conveyor run {target} [-p NAME=VALUE]...",
+        "",
+        signature_text(flow.name, flow.fn),
+    ]
     doc = (flow.fn.__doc__ or "").strip()
     if doc:
         lines += ["", doc.splitlines()[0]]
@@ -112,7 +127,9 @@ def _start_failure(flow_run: FlowRun, exc: Exception) -> Exception:
     return err
 
 
-def _execute(flow_run: FlowRun, call: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[State[Any], BaseException | None]:
+def _execute(
+    flow_run: FlowRun, call: tuple[tuple[Any, ...], dict[str, Any]]
+) -> tuple[State[Any], BaseException | None]:
     """Run the flow; return its state and what to report after it (a signal, a stop failure)."""
     from conveyor._signals import kill_descendants  # deferred: psutil, for `conveyor run` only
 
@@ -148,7 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
                 print(flow_help(flow, args.target), file=out)
                 return EXIT_OK
             call = bind_params(flow.name, flow.fn, args.param)
-            options = _pairs(args.option, "Option")
+            options = parse_pairs(args.option, "Option")
             host = get_host()
             with cli_overrides(args.runner, options), interrupt_handling() as reinstall:
                 plugin = _CliPlugin(reinstall)

@@ -36,7 +36,7 @@ def _import_error(what: str, exc: BaseException, path: Path | None) -> ConfigErr
     fix = (
         "install it, or fix the import"
         if isinstance(exc, ImportError)
-        else "fix it, or move that code under `if __name__ == \"__main__\":`"
+        else 'fix it, or move that code under `if __name__ == "__main__":`'
     )
     return ConfigError(f"{what} does not import: {describe(exc)}{_line_in(exc, path)}; {fix}.")
 
