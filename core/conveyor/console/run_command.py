@@ -143,7 +143,10 @@ def _execute(
         return Cancelled(f"Interrupted by {sig}."), exc
     except Exception as exc:
         if flow_run.record.started is None:
-            raise _start_failure(flow_run, exc) from exc.__cause__
+            failure = _start_failure(flow_run, exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         if flow_run.record.state is None:
             raise
         stop = RunnerFailed(f"Runner {flow_run.runner.name!r} failed to stop: {describe(exc)}.")
