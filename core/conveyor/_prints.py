@@ -61,10 +61,11 @@ def _install() -> None:
 
 
 @contextmanager
-def capturing() -> Iterator[None]:
-    """Inside the block (this context only), ``print()`` becomes a log record."""
-    _install()
-    token = _active.set(True)
+def capturing(active: bool = True) -> Iterator[None]:
+    """Inside the block (this context only), ``print()`` becomes a log record (or not)."""
+    if active:
+        _install()
+    token = _active.set(active)
     try:
         yield
     finally:
@@ -72,20 +73,28 @@ def capturing() -> Iterator[None]:
 
 
 class PrintsToLog:
-    """``fn``, whose prints become log records while it runs; pickles as ``fn`` does."""
+    """
+    ``fn``, whose prints become log records while it runs (or, with ``active=False``, stay
+    prints even inside a flow that logs them). It pickles as its ``owner`` (the task) does, and
+    is made again from it on the worker.
+    """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], owner: Any = None, active: bool = True) -> None:
         self.fn = fn
+        self.owner = owner
+        self.active = active
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
-        return f"<log_prints {getattr(self.fn, '__qualname__', self.fn)!r}>"
+        return f"<log_prints={self.active} {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.fn,))
+        if self.owner is None:
+            return (type(self), (self.fn, None, self.active))
+        return (_remade, (self.owner, self.active))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with capturing():
+        with capturing(self.active):
             return self.fn(*args, **kwargs)
 
 
@@ -93,10 +102,15 @@ class AsyncPrintsToLog(PrintsToLog):
     """:class:`PrintsToLog` for a coroutine function."""
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        with capturing():
+        with capturing(self.active):
             return await self.fn(*args, **kwargs)
 
 
-def wrap(fn: Callable[..., Any], is_async: bool) -> PrintsToLog:
-    """``fn`` wrapped so that its prints become log records."""
-    return AsyncPrintsToLog(fn) if is_async else PrintsToLog(fn)
+def _remade(owner: Any, active: bool) -> Any:
+    return owner.printing_fn(active)
+
+
+def wrap(fn: Callable[..., Any], is_async: bool, owner: Any = None, active: bool = True) -> PrintsToLog:
+    """``fn`` wrapped so that its prints become log records (or, not ``active``, stay prints)."""
+    kind = AsyncPrintsToLog if is_async else PrintsToLog
+    return kind(fn, owner, active)

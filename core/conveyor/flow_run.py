@@ -243,7 +243,9 @@ class FlowRun:
             msg = f"Flow run {self.name!r} has finished; submit task runs from inside its body."
             raise ConveyorError(msg)
         prints = options.log_prints
-        fn = task.printing_fn() if (self.log_prints if prints is None else prints) else task.fn
+        if prints is None:
+            prints = self.log_prints
+        fn = task.printing_fn(prints) if prints or self.log_prints else task.fn
         run = TaskRun(fn, task.is_async, options, self, runner, args, kwargs)
         with self._lock:
             self._inflight.add(run)

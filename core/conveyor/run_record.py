@@ -20,7 +20,7 @@ import statistics
 import time
 from array import array
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -42,8 +42,7 @@ __all__ = [
 SLOWEST = 5
 
 
-@attrs.frozen
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
     """
     One attempt of a task run: its number (1, 2, ...), when it started and ended (monotonic
     seconds; ``start`` is None for an attempt that never started), where it ran (``thread
@@ -57,8 +56,7 @@ class AttemptRecord:
     state: str
 
 
-@attrs.frozen
-class TaskRunRecord:
+class TaskRunRecord(NamedTuple):
     """
     One task run, kept with ``record_runs=True``: its names, final state, when it was
     submitted, its attempts, and the ids of the runs whose futures it was given.
@@ -124,18 +122,19 @@ class RunDetail:
         self, run_id: str, name: str, task_name: str, state: State[Any], now: float
     ) -> TaskRunRecord:
         """The run's record, now that it ended in ``state``."""
+        reason = state.reason
         return TaskRunRecord(
-            id=run_id,
-            name=name,
-            task_name=task_name,
-            state=state.name,
-            state_type=state.type.value,
-            message=state.message,
-            reason=None if state.reason is None else str(state.reason),
-            submitted=self.submitted,
-            end=now,
-            attempts=tuple(self.attempts),
-            upstream=self.upstream,
+            run_id,
+            name,
+            task_name,
+            state.name,
+            state.type.value,
+            state.message,
+            None if reason is None else str(reason),
+            self.submitted,
+            now,
+            tuple(self.attempts),
+            self.upstream,
         )
 
 

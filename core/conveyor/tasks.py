@@ -110,14 +110,18 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
-        self._printing: Callable[..., Any] | None = None
+        self._printing: dict[bool, Callable[..., Any]] = {}
         functools.update_wrapper(self, fn)
 
-    def printing_fn(self) -> Callable[..., Any]:
-        """The function wrapped so that its prints become log records (made once per task)."""
-        if self._printing is None:
-            self._printing = wrap_prints(self.fn, self.is_async)
-        return self._printing
+    def printing_fn(self, active: bool = True) -> Callable[..., Any]:
+        """
+        The function wrapped so that its prints become log records (``active=False``: so that
+        they stay prints inside a flow that logs prints); made once per task.
+        """
+        wrapped = self._printing.get(active)
+        if wrapped is None:
+            wrapped = self._printing[active] = wrap_prints(self.fn, self.is_async, self, active)
+        return wrapped
 
     @property
     def name(self) -> str:

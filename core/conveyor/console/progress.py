@@ -113,8 +113,7 @@ class Display:
         self.source = source
         self.counts: dict[str, Counter[StateType]] = {}
         self.rows: dict[str, Any] = {}
-        self._drain_lock = threading.RLock()
-        self._draining = False
+        self._drain_lock = threading.Lock()
         source.events = deque()
         self.progress = progress_class(
             self,
@@ -124,19 +123,19 @@ class Display:
         )
         self.progress.start()
 
-    def drain(self) -> None:
-        """Apply the change events since the last refresh to the rows."""
+    def drain(self, blocking: bool = False) -> None:
+        """
+        Apply the change events since the last refresh to the rows. A redraw (which holds
+        rich's lock) never waits here: if another drain runs, or this thread's own (adding a
+        row redraws), it goes on with the rows as they are.
+        """
         events = self.source.events
-        if events is None:
+        if events is None or not self._drain_lock.acquire(blocking):
             return
-        with self._drain_lock:
-            if self._draining:  # adding a row redraws, and a redraw drains: once is enough
-                return
-            self._draining = True
-            try:
-                self._apply(events)
-            finally:
-                self._draining = False
+        try:
+            self._apply(events)
+        finally:
+            self._drain_lock.release()
 
     def _apply(self, events: deque[tuple[str, StateType | None, StateType]]) -> None:
         batch = Counter([events.popleft() for _ in range(len(events))])
@@ -171,7 +170,7 @@ class Display:
                 return
             _shown.remove(self)
         try:
-            self.drain()
+            self.drain(blocking=True)
             self.progress.refresh()
         finally:
             self.progress.stop()
