@@ -101,7 +101,7 @@ class PrintsToLog:
 class AsyncPrintsToLog(PrintsToLog):
     """:class:`PrintsToLog` for a coroutine function."""
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with capturing(self.active):
             return await self.fn(*args, **kwargs)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from conveyor.console.progress import progress_wanted
 from conveyor.exceptions import ConfigError
@@ -27,6 +27,7 @@ __all__ = ["Flow", "FlowRun", "current_flow_run", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 logger = logging.getLogger("conveyor")
 
@@ -142,6 +143,20 @@ class Flow(Generic[P, R]):
             log_prints=self.log_prints,
             progress=progress_wanted(self.progress if progress is None else progress),
         )
+
+    @overload
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, T]],
+        *args: Any,
+        return_state: Literal[True],
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, State[T]]: ...
+
+    @overload
+    def __call__(self: Flow[P, T], *args: Any, return_state: Literal[True], **kwargs: Any) -> State[T]: ...
+
+    @overload
+    def __call__(self, *args: Any, return_state: Literal[False] = False, **kwargs: Any) -> R: ...
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         """

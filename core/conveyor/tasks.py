@@ -18,7 +18,7 @@ import collections
 import contextvars
 import functools
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from conveyor._prints import wrap as wrap_prints
@@ -34,6 +34,7 @@ __all__ = ["RunStream", "Task", "TaskSubmitter", "flow_run_var", "task", "unmapp
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class TaskSubmitter(Protocol):
@@ -173,7 +174,15 @@ class Task(Generic[P, R]):
             return self.fn(*args, **kwargs)
         return flow_run.call_inline(self, args, kwargs)  # type: ignore[no-any-return]
 
-    def submit(self, *args: Any, **kwargs: Any) -> RunFuture[R]:
+    @overload
+    def submit(
+        self: Task[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> RunFuture[T]: ...
+
+    @overload
+    def submit(self: Task[..., T], *args: Any, **kwargs: Any) -> RunFuture[T]: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> RunFuture[Any]:
         """
         Send one run to the flow's runner and return its future. Futures among the arguments
         are dependencies: the run starts once they completed, and gets their values.
@@ -181,6 +190,24 @@ class Task(Generic[P, R]):
         """
         flow_run = _current_flow_run(self, "submitted")
         return flow_run.submit(self, self.options, args, kwargs)
+
+    @overload
+    def map(
+        self: Task[..., Coroutine[Any, Any, T]], first: Iterator[Any], /, *args: Any, **kwargs: Any
+    ) -> RunStream[T]: ...
+
+    @overload
+    def map(
+        self: Task[..., T], first: Iterator[Any], /, *args: Any, **kwargs: Any
+    ) -> RunStream[T]: ...
+
+    @overload
+    def map(
+        self: Task[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> list[RunFuture[T]]: ...
+
+    @overload
+    def map(self: Task[..., T], *args: Any, **kwargs: Any) -> list[RunFuture[T]]: ...
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """

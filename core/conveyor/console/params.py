@@ -165,7 +165,7 @@ def _union(raw: str, members: tuple[Any, ...]) -> Any:
     raise _Misfit("; or ".join(fits) or "give null")
 
 
-def _scalar(raw: str, kind: type) -> Any:
+def _scalar(raw: str, kind: Any) -> Any:
     text = raw.strip()
     if kind is bool:
         if text.lower() in _TRUE:

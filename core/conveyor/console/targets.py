@@ -22,7 +22,7 @@ __all__ = ["load_flow"]
 
 def _line_in(exc: BaseException, path: Path | None) -> str:
     """`` at line N`` of the innermost frame in ``path`` (or the innermost frame at all)."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = list(traceback.extract_tb(exc.__traceback__))
     if path is not None:
         mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
         frames = mine or frames
