@@ -110,7 +110,9 @@ def _remade(owner: Any, active: bool) -> Any:
     return owner.printing_fn(active)
 
 
-def wrap(fn: Callable[..., Any], is_async: bool, owner: Any = None, active: bool = True) -> PrintsToLog:
+def wrap(
+    fn: Callable[..., Any], is_async: bool, owner: Any = None, active: bool = True
+) -> PrintsToLog:
     """``fn`` wrapped so that its prints become log records (or, not ``active``, stay prints)."""
     kind = AsyncPrintsToLog if is_async else PrintsToLog
     return kind(fn, owner, active)

@@ -36,7 +36,8 @@ BACKENDS = [
     pytest.param(
         name,
         marks=pytest.mark.skipif(
-            importlib.util.find_spec(f"conveyor_{name}") is None, reason=f"conveyor-{name} is not installed"
+            importlib.util.find_spec(f"conveyor_{name}") is None,
+            reason=f"conveyor-{name} is not installed",
         ),
     )
     for name in ("dask", "ray")

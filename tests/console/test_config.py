@@ -33,7 +33,9 @@ class TestUnknownKeys:
         proc = run_cli("run", "pipeline.py:plain", cwd=project)
         assert proc.returncode == 2
         assert str(project / "pyproject.toml") in proc.stderr
-        assert "`tool.conveyor.runer` is not a conveyor setting. Did you mean `runner`?" in proc.stderr
+        assert (
+            "`tool.conveyor.runer` is not a conveyor setting. Did you mean `runner`?" in proc.stderr
+        )
 
     def test_a_conveyor_toml_key_is_checked_too(self, tmp_path: Path) -> None:
         """conveyor.toml's top-level keys are checked the same way."""
@@ -58,7 +60,10 @@ class TestUnknownKeys:
         assert proc.returncode == 2
         assert "(from --option)" in proc.stderr and "pyproject.toml" not in proc.stderr
         env = run_cli(
-            "run", "pipeline.py:plain", cwd=project, env={"CONVEYOR_RUNNER_OPTIONS": '{"max_worker": 2}'}
+            "run",
+            "pipeline.py:plain",
+            cwd=project,
+            env={"CONVEYOR_RUNNER_OPTIONS": '{"max_worker": 2}'},
         )
         assert "(from CONVEYOR_RUNNER_OPTIONS)" in env.stderr
         assert "Did you mean `max_workers`?" in env.stderr
@@ -68,7 +73,8 @@ class TestConfigCommand:
     def test_shows_runner_and_option_sources(self, tmp_path: Path) -> None:
         """`conveyor config --json` names the runner, where it came from and each option's source."""
         project = _project(
-            tmp_path, '[tool.conveyor]\nrunner = "concurrent"\n[tool.conveyor.runners.concurrent]\nmax_workers = 3\n'
+            tmp_path,
+            '[tool.conveyor]\nrunner = "concurrent"\n[tool.conveyor.runners.concurrent]\nmax_workers = 3\n',
         )
         doc = json.loads(run_cli("config", "--json", cwd=project).stdout)
         assert doc["runner"] == "concurrent"
@@ -83,11 +89,20 @@ class TestConfigCommand:
     def test_the_decorator_and_the_environment(self, tmp_path: Path) -> None:
         """With a target, the decorator's runner counts; CONVEYOR_RUNNER overrides it."""
         project = _project(tmp_path, "")
-        decorated = json.loads(run_cli("config", "pipeline.py:decorated", "--json", cwd=project).stdout)
-        assert (decorated["runner"], decorated["runner_source"]) == ("sequential", "@flow(runner=...)")
+        decorated = json.loads(
+            run_cli("config", "pipeline.py:decorated", "--json", cwd=project).stdout
+        )
+        assert (decorated["runner"], decorated["runner_source"]) == (
+            "sequential",
+            "@flow(runner=...)",
+        )
         env = json.loads(
             run_cli(
-                "config", "pipeline.py:decorated", "--json", cwd=project, env={"CONVEYOR_RUNNER": "concurrent"}
+                "config",
+                "pipeline.py:decorated",
+                "--json",
+                cwd=project,
+                env={"CONVEYOR_RUNNER": "concurrent"},
             ).stdout
         )
         assert (env["runner"], env["runner_source"]) == ("concurrent", "CONVEYOR_RUNNER")

@@ -64,7 +64,12 @@ class TestRunFormat:
             "f()\n"
         )
         proc = subprocess.run(
-            [sys.executable, "prog.py"], cwd=tmp_path, capture_output=True, text=True, env=clean_env(), timeout=60
+            [sys.executable, "prog.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stderr
         assert "Logging error" not in proc.stderr and "KeyError" not in proc.stderr
@@ -86,7 +91,9 @@ class TestCliHandler:
         info = next(line for line in proc.stderr.splitlines() if "info from 1" in line)
         assert " INFO " in info and "/talk-1] conveyor.runs: info from 1" in info
         assert "[talking-" in info
-        assert any("WARNING" in line and "warning from 2" in line for line in proc.stderr.splitlines())
+        assert any(
+            "WARNING" in line and "warning from 2" in line for line in proc.stderr.splitlines()
+        )
         assert "\x1b[" not in proc.stderr  # no colour in a pipe
 
     def test_log_level_filters(self, flows: Path) -> None:

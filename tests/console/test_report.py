@@ -167,7 +167,9 @@ class TestRecordApi:
         assert set(runs) == {"flaky-1", "double-1"}
         tries = runs["flaky-1"].attempts
         assert [(a.number, a.state) for a in tries] == [(1, "Failed"), (2, "Completed")]
-        assert all(a.where is not None and a.where.startswith("thread conveyor-worker") for a in tries)
+        assert all(
+            a.where is not None and a.where.startswith("thread conveyor-worker") for a in tries
+        )
         assert all(a.start is not None and a.start <= a.end for a in tries)
         assert tries[0].end <= tries[1].start  # type: ignore[operator]
         assert runs["double-1"].upstream == (runs["flaky-1"].id,)

@@ -8,7 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.console._support import ROOT
+
+pytest.importorskip("mypy", reason="mypy is not installed (requirements-dev.txt has it)")
+pytest.importorskip("typing_extensions", reason="typing_extensions is not installed")
 
 HERE = Path(__file__).parent
 
