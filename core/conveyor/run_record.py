@@ -187,6 +187,7 @@ class RunRecord:
     failures: list[Failure] = attrs.Factory(list)
     task_runs: list[TaskRunRecord] | None = None
     _slowest: list[tuple[float, str, str]] = attrs.Factory(list)
+    _floor: float = -1.0  # the shortest of the slowest runs kept, once there are SLOWEST
 
     @property
     def elapsed(self) -> float | None:
@@ -223,11 +224,17 @@ class RunRecord:
         states[state_name] = states.get(state_name, 0) + 1
         if duration is not None:
             summary.durations.append(duration)
-            slowest = self._slowest
-            if len(slowest) < SLOWEST:
-                heapq.heappush(slowest, (duration, run_name, task_name))
-            elif duration > slowest[0][0]:
-                heapq.heapreplace(slowest, (duration, run_name, task_name))
+            if duration > self._floor:
+                self._keep_slow(duration, run_name, task_name)
+
+    def _keep_slow(self, duration: float, run_name: str, task_name: str) -> None:
+        slowest = self._slowest
+        if len(slowest) < SLOWEST:
+            heapq.heappush(slowest, (duration, run_name, task_name))
+        else:
+            heapq.heapreplace(slowest, (duration, run_name, task_name))
+        if len(slowest) == SLOWEST:
+            self._floor = slowest[0][0]
 
 
 def origin_line(exc: BaseException | None, traceback: str | None = None) -> str | None:

@@ -284,6 +284,8 @@ class TaskRun:
                 self.first_start = now
             if self.detail is not None:
                 self.detail.current_start = now
+                if attempt.where is None and attempt.in_process:  # we run in its thread
+                    attempt.where = f"thread {threading.current_thread().name}"
             self._transition(_RUNNING)
 
     def _note_end(self, attempt: Attempt, state: State[Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,12 +52,12 @@ class Attempt:
 
     __slots__ = (
         "_reporter",
-        "_thread",
         "args",
         "context",
         "flow_run_name",
         "fn",
         "handle",
+        "in_process",
         "is_async",
         "kwargs",
         "name",
@@ -111,7 +110,9 @@ class Attempt:
         #: (``"dask worker tcp://127.0.0.1:40123"``, ``"ray node 10.0.0.2 worker 3f2a..."``);
         #: :meth:`call` and :meth:`call_async` note the thread themselves.
         self.where: str | None = None
-        self._thread: threading.Thread | None = None
+        #: Whether the work runs here, through :meth:`call` or :meth:`call_async`: then the
+        #: engine, told in the running thread that the work started, can name the thread.
+        self.in_process = False
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} of {self.name}>"
@@ -138,11 +139,8 @@ class Attempt:
         self._reporter.attempt_started(self)
 
     def place(self) -> str | None:
-        """Where the attempt ran: ``where`` if the runner said, else the thread that ran it."""
-        if self.where is not None:
-            return self.where
-        thread = self._thread
-        return None if thread is None else f"thread {thread.name}"
+        """Where the attempt ran: what the runner said, or the thread that ran it."""
+        return self.where
 
     def succeed(self, value: Any) -> None:
         """Report that the call returned ``value`` (or a :class:`~conveyor.ResultRef`)."""
@@ -188,7 +186,7 @@ class Attempt:
         """
         if self.finished:
             return
-        self._thread = threading.current_thread()
+        self.in_process = True
         self._reporter.attempt_started(self)
         before = interrupts()
         try:
@@ -214,7 +212,7 @@ class Attempt:
         """
         if self.finished:
             return
-        self._thread = threading.current_thread()
+        self.in_process = True
         self._reporter.attempt_started(self)
         token = log_names_var.set((self.flow_run_name, self.name))
         sync_token = sync_caller_var.set(False)
