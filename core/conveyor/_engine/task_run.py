@@ -249,6 +249,7 @@ class TaskRun:
             timeout=opts.timeout_seconds,
             resources=opts.resources,
             runner_options=opts.runner_options,
+            wants_where=self.detail is not None,
         )
         with _lock:
             self.attempt = attempt

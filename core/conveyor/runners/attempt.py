@@ -66,6 +66,7 @@ class Attempt:
         "runner_options",
         "task_name",
         "timeout",
+        "wants_where",
         "where",
     )
 
@@ -85,6 +86,7 @@ class Attempt:
         timeout: float | None = None,
         resources: Mapping[str, float] | None = None,
         runner_options: Mapping[str, Any] | None = None,
+        wants_where: bool = False,
     ) -> None:
         self._reporter = reporter
         self.number = number
@@ -105,6 +107,9 @@ class Attempt:
         self.resources: Mapping[str, float] = resources or {}
         #: Per-task options meant for the runner (``@task(runner_options=...)``).
         self.runner_options: Mapping[str, Any] = runner_options or {}
+        #: Whether the flow run records where each attempt ran (``record_runs``): a runner
+        #: for which finding out costs something does it only then.
+        self.wants_where = wants_where
         self.handle: Any = None
         #: Where the attempt runs, for the run record and report: set by ``mark_running(where=)``
         #: (``"dask worker tcp://127.0.0.1:40123"``, ``"ray node 10.0.0.2 worker 3f2a..."``);
