@@ -143,7 +143,7 @@ class TestRun:
             (["run", "pipeline.py"], "is not FILE.py:FLOW"),
             (["run", "pipeline.py:nothere"], "its flows are: adds, asyncly, failing"),
             (["run", "pipeline.py:adds", "--runner", "dsk"], "There is no runner named 'dsk'"),
-            (["run", "pipeline.py:adds", "-p", "oops"], "is not KEY=VALUE"),
+            (["run", "pipeline.py:adds", "-p", "oops"], "is not NAME=VALUE"),
         ],
     )
     def test_user_errors_are_one_line(self, flows: Path, args: list[str], message: str) -> None:

@@ -43,6 +43,7 @@ class Owner:
 
     id = "own"
     name = "owner-1"
+    record_runs = False
 
     def __init__(self) -> None:
         self.changes: list[tuple[str, str, str]] = []

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor._context import log_names_var
+from conveyor import _prints
+from conveyor._context import log_names_var, sync_caller_var
 from conveyor.run_logging import install_record_factory
 from conveyor.runners.protocol import Runner
 from conveyor.states import State
@@ -38,6 +39,7 @@ class DrivenRun(TaskSubmitter, Protocol):
     owns_runner: bool
     host: PluginHost | None
     accepting: bool
+    log_prints: bool
 
     @property
     def info(self) -> FlowRunInfo: ...
@@ -49,6 +51,10 @@ class DrivenRun(TaskSubmitter, Protocol):
     async def wait_all_async(self) -> None: ...
 
     def close_inline(self) -> None: ...
+
+    def began(self) -> None: ...
+
+    def ended(self, state: State[Any], error: BaseException | None) -> None: ...
 
     def final_state(self, value: Any, error: BaseException | None) -> State[Any]: ...
 
@@ -90,8 +96,10 @@ def _steps(
     flow_run: DrivenRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Generator[str, Any, State[Any]]:
     yield _START
+    flow_run.began()
     value: Any = None
     error: BaseException | None = None
+    stop_error: Exception | None = None
     try:
         if flow_run.host is not None:
             flow_run.host.flow_run_started(flow_run.info)
@@ -115,14 +123,18 @@ def _steps(
             if flow_run.runner.started:
                 yield _STOP
             raise
-        except Exception:
+        except Exception as exc:
             if error is None:
-                raise
-            # The body's error matters more than a cleanup error; keep it and log this one.
-            logger.exception("Stopping runner %r failed.", flow_run.runner.name)
+                stop_error = exc  # raised once the run's state is known and recorded
+            else:
+                # The body's error matters more than a cleanup error; keep it and log this one.
+                logger.exception("Stopping runner %r failed.", flow_run.runner.name)
     state = flow_run.final_state(value, error)
+    flow_run.ended(state, error)
     if flow_run.host is not None:
         flow_run.host.flow_run_finished(flow_run.info, state)
+    if stop_error is not None:
+        raise stop_error
     if error is not None and not isinstance(error, Exception):
         raise error  # KeyboardInterrupt, SystemExit: after cleanup, never swallowed
     return state
@@ -143,7 +155,14 @@ def _advance(
 
 def _perform(flow_run: DrivenRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if op == _BODY:
-        return flow_run.body(*args, **kwargs)
+        token = sync_caller_var.set(True)
+        try:
+            if flow_run.log_prints:
+                with _prints.capturing():
+                    return flow_run.body(*args, **kwargs)
+            return flow_run.body(*args, **kwargs)
+        finally:
+            sync_caller_var.reset(token)
     if op == _WAIT:
         return flow_run.wait_all()
     if not flow_run.owns_runner:
@@ -157,8 +176,15 @@ async def _perform_async(
     flow_run: DrivenRun, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if op == _BODY:
-        body: Coroutine[Any, Any, Any] = flow_run.body(*args, **kwargs)
-        return await body
+        token = sync_caller_var.set(False)
+        try:
+            body: Coroutine[Any, Any, Any] = flow_run.body(*args, **kwargs)
+            if flow_run.log_prints:
+                with _prints.capturing():
+                    return await body
+            return await body
+        finally:
+            sync_caller_var.reset(token)
     if op == _WAIT:
         return await flow_run.wait_all_async()
     if not flow_run.owns_runner:

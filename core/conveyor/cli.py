@@ -1,47 +1,50 @@
 """
-The ``conveyor`` command: ``conveyor runners`` and ``conveyor run``.
+The ``conveyor`` command: ``conveyor runners``, ``conveyor config`` and ``conveyor run``.
 
-Errors in what the user gave (an unknown runner, a bad option, a malformed config file, a
-target that does not exist) print one line to stderr and exit with code 2, never a traceback.
+Errors that are not the flow's own print one sentence to stderr, never a traceback (``--debug``
+shows it), and say what they are in the exit code: 2 for what the user gave (an unknown runner,
+a bad option or parameter, a malformed config file, a target that does not import), 3 for a
+runner that could not start or stop (see :mod:`conveyor.console.run_command`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import signal
 import sys
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import traceback
+from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
-from conveyor.exceptions import ConfigError, PluginError, Terminated
-from conveyor.flows import Flow
-from conveyor.plugins.hookspecs import hookimpl
+from conveyor.exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    PluginError,
+    RunnerFailed,
+    describe,
+)
 from conveyor.plugins.manager import get_host
-from conveyor.states import Cancelled, StateType
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from conveyor.flow_run_info import FlowRunInfo
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FLOW_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BACKEND = 3
 EXIT_INTERRUPTED = 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog="conveyor",
         description="Run conveyor flows on any runner, chosen by name.",
+        epilog=(
+            "exit codes: 0 completed, 1 the flow did not complete, 2 usage or configuration "
+            "error, 3 the runner could not start or stop, 130/143 SIGINT/SIGTERM"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"conveyor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -49,10 +52,49 @@ def _parser() -> argparse.ArgumentParser:
     runners = sub.add_parser("runners", help="list the installed runners and plugin problems")
     runners.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    run = sub.add_parser("run", help="run a flow: FILE.py:FLOW or module:FLOW")
-    run.add_argument("target", help="FILE.py:FLOW or package.module:FLOW")
-    run.add_argument("--runner", "-r", help="runner name (overrides CONVEYOR_RUNNER and @flow)")
+    config = sub.add_parser(
+        "config", help="show which runner a flow would use, its options, and where each came from"
+    )
+    config.add_argument("target", nargs="?", help="FILE.py:FLOW or module:FLOW (for its @flow)")
+    _runner_arguments(config)
+    config.add_argument("--json", action="store_true", help="print JSON instead of text")
+    config.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    run = sub.add_parser(
+        "run",
+        help="run a flow: FILE.py:FLOW or module:FLOW",
+        add_help=False,
+        description="Run a flow. `conveyor run FILE.py:FLOW --help` lists its parameters.",
+    )
+    run.add_argument("target", nargs="?", help="FILE.py:FLOW or package.module:FLOW")
     run.add_argument(
+        "-h", "--help", action="store_true", help="show this help, or the flow's parameters"
+    )
+    _runner_arguments(run)
+    run.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="flow parameter, coerced to the flow's annotation (repeatable)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout (prints go to stderr)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="show no live progress")
+    run.add_argument(
+        "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR"
+    )
+    run.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser, run
+
+
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runner", "-r", help="runner name (overrides CONVEYOR_RUNNER and @flow)")
+    parser.add_argument(
         "--option",
         "-o",
         action="append",
@@ -60,65 +102,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="runner option; VALUE is JSON, or a plain string (repeatable)",
     )
-    run.add_argument(
-        "--param",
-        "-p",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="flow parameter; VALUE is JSON, or a plain string (repeatable)",
-    )
-    run.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return parser
-
-
-def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            msg = (
-                f"{what} {item!r} is not KEY=VALUE; write it like max_workers=4 or names='[\"a\"]'."
-            )
-            raise ConfigError(msg)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
-def _load_flow(target: str) -> Flow[..., Any]:
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where or not attr:
-        msg = f"Target {target!r} is not FILE.py:FLOW or module:FLOW; name the flow after a colon."
-        raise ConfigError(msg)
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where)
-        if not path.is_file():
-            msg = f"Target file {where} does not exist."
-            raise ConfigError(msg)
-        sys.path.insert(0, str(path.resolve().parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, str(Path.cwd()))
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as exc:
-            msg = f"Module {where!r} of target {target!r} cannot be imported: {exc}."
-            raise ConfigError(msg) from exc
-    obj = getattr(module, attr, None)
-    if not isinstance(obj, Flow):
-        found = sorted(n for n, v in vars(module).items() if isinstance(v, Flow))
-        msg = f"{where} has no flow named {attr!r}" + (
-            f"; its flows are: {', '.join(found)}." if found else "; it defines no @flow."
-        )
-        raise ConfigError(msg)
-    return obj
 
 
 def _cmd_runners(args: argparse.Namespace) -> int:
@@ -159,85 +142,54 @@ def _cmd_runners(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _SignalGuard:
-    """A plugin that puts the CLI's signal handlers back once a flow run's runner started."""
-
-    def __init__(self, reinstall: Callable[[], None]) -> None:
-        self.reinstall = reinstall
-
-    @hookimpl
-    def conveyor_flow_run_started(self, flow_run: FlowRunInfo) -> None:
-        self.reinstall()
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    # Deferred: config-file reading and the signal handling (psutil) only `conveyor run` needs,
-    # so that `conveyor runners` and `--help` stay light.
-    from conveyor._signals import exit_code, interrupt_handling, kill_descendants
-    from conveyor.config import cli_overrides
-
-    options = _pairs(args.option, "Option")
-    params = _pairs(args.param, "Parameter")
-    flow = _load_flow(args.target)
-
-    interrupted: BaseException | None = None
-    host = get_host()
-    with cli_overrides(args.runner, options), interrupt_handling() as reinstall:
-        guard = _SignalGuard(reinstall)
-        host.register(guard, name="conveyor-cli-signals")
-        try:
-            flow_run = flow.create_run()
-            counts: Counter[str] = Counter()
-            flow_run.add_summary(counts)
-            try:
-                state = flow_run.run((), params)
-            except (KeyboardInterrupt, Terminated) as exc:
-                # The flow run cancelled its runs and stopped its runner; make sure nothing it
-                # started outlives us, then report.
-                interrupted = exc
-                kill_descendants()
-                state = Cancelled(
-                    f"Interrupted by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}."
-                )
-        finally:
-            host.unregister(guard)
-    summary = {
-        "flow_run": flow_run.name,
-        "runner": flow_run.runner.name,
-        "state": state.name,
-        "message": state.message,
-        "task_runs": dict(sorted(counts.items())),
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        runs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no task runs"
-        print(f"\nflow run {flow_run.name} on {flow_run.runner.name}: {state.name}")
-        if state.message and not state.is_completed():
-            print(f"  {state.message}")
-        print(f"  task runs: {runs}")
-    if interrupted is not None:
-        return exit_code(signal.SIGTERM if isinstance(interrupted, Terminated) else signal.SIGINT)
-    return EXIT_OK if state.type is StateType.COMPLETED else EXIT_FLOW_FAILED
+def _fail(exc: BaseException, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    hint = "" if debug else " (--debug shows the traceback)"
+    print(f"conveyor: error: {exc}{hint if code == EXIT_BACKEND else ''}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    parser = _parser()
+    parser, run = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
     try:
         if args.command == "runners":
             return _cmd_runners(args)
-        return _cmd_run(args)
+        # Deferred: what only `run` and `config` need (config files, psutil, the flow loader)
+        # stays out of `conveyor runners` and `--help`.
+        if args.command == "config":
+            from conveyor.console.config_view import config_command
+
+            return config_command(args)
+        if args.target is None:
+            if args.help:
+                run.print_help()
+                return EXIT_OK
+            run.error("give the flow to run, FILE.py:FLOW or module:FLOW")
+        from conveyor.console.run_command import run_command
+
+        return run_command(args)
     except (ConfigError, PluginError) as exc:
-        print(f"conveyor: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc, EXIT_USAGE, debug)
+    except (BackendUnavailable, RunnerFailed) as exc:
+        return _fail(exc, EXIT_BACKEND, debug)
     except KeyboardInterrupt:
         print("conveyor: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # conveyor's own failure: one line, the traceback with --debug
+        if debug:
+            traceback.print_exception(exc)
+        print(
+            f"conveyor: internal error: {describe(exc)}; run again with --debug and report it.",
+            file=sys.stderr,
+        )
+        return EXIT_FLOW_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextvars
 import difflib
 import json
+import logging
 import os
-import re
 import sys
 import types
 import typing
@@ -35,15 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from conveyor._trust import check_trusted
+from conveyor._config_files import FileConfig, closest, find_config
 from conveyor.exceptions import ConfigError, UnknownRunnerError
 from conveyor.runners import Runner
 from conveyor.validators import matches_type, type_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from conveyor.plugins.manager import PluginHost
@@ -52,11 +47,15 @@ __all__ = [
     "DEFAULT_RUNNER",
     "FIRST_PARTY",
     "FileConfig",
+    "Resolution",
     "build_runner",
     "cli_overrides",
+    "explain_runner",
     "find_config",
     "resolve_runner",
 ]
+
+logger = logging.getLogger("conveyor")
 
 DEFAULT_RUNNER = "concurrent"
 RUNNER_ENV = "CONVEYOR_RUNNER"
@@ -64,81 +63,6 @@ OPTIONS_ENV = "CONVEYOR_RUNNER_OPTIONS"
 
 # First-party runners that live in their own distributions, and the extra that installs them.
 FIRST_PARTY = {"dask": "conveyor[dask]", "ray": "conveyor[ray]"}
-
-
-@attrs.frozen
-class FileConfig:
-    """What a config file says: its path, the runner it names, and options per runner."""
-
-    path: Path | None = None
-    runner: str | None = None
-    runners: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
-
-
-def _parse(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"Config file {path} could not be read: {exc.strerror}."
-        raise ConfigError(msg) from exc
-    except UnicodeDecodeError as exc:
-        msg = (
-            f"Config file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
-            "save it as UTF-8, as TOML requires."
-        )
-        raise ConfigError(msg) from exc
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-        return data
-    except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        if line is None:
-            found = re.search(r"line (\d+)", str(exc))
-            line = int(found.group(1)) if found else "?"
-        msg = f"Config file {path} is not valid TOML at line {line}: {exc}; fix that line."
-        raise ConfigError(msg) from exc
-
-
-def _section(path: Path, data: Any, where: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        msg = f"Config file {path}: `{where}` must be a table, got {data!r}."
-        raise ConfigError(msg)
-    return data
-
-
-def _from_table(path: Path, table: dict[str, Any], prefix: str) -> FileConfig:
-    runner = table.get("runner")
-    if runner is not None and not isinstance(runner, str):
-        msg = f"Config file {path}: `{prefix}runner` must be a runner name (a string), got {runner!r}."
-        raise ConfigError(msg)
-    runners = _section(path, table.get("runners", {}), f"{prefix}runners")
-    for name, opts in runners.items():
-        _section(path, opts, f"{prefix}runners.{name}")
-    return FileConfig(path, runner, runners)
-
-
-def find_config(start: Path | None = None) -> FileConfig:
-    """
-    The nearest config at or above ``start`` (default: the working directory): a
-    ``conveyor.toml``, or a ``pyproject.toml`` with a ``[tool.conveyor]`` table. A file that
-    belongs to another user, or that anyone may write, is refused unless its folder is listed
-    as safe (see :mod:`conveyor._trust`).
-    """
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "conveyor.toml"
-        if candidate.is_file():
-            check_trusted(candidate)
-            return _from_table(candidate, _parse(candidate), "")
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            data = _parse(candidate)
-            tool = data.get("tool", {})
-            if isinstance(tool, dict) and "conveyor" in tool:
-                check_trusted(candidate)
-                table = _section(candidate, tool["conveyor"], "tool.conveyor")
-                return _from_table(candidate, table, "tool.conveyor.")
-    return FileConfig()
 
 
 # -- CLI overrides ---------------------------------------------------------------------------
@@ -184,6 +108,89 @@ def _env_options() -> dict[str, Any]:
     return value
 
 
+@attrs.frozen
+class Resolution:
+    """
+    Which runner a flow run would use and why: its ``name`` (None for a runner object given in
+    code, which is ``runner_object``), where that came from, its ``options`` and, per option,
+    where it came from.
+    """
+
+    name: str | None
+    source: str
+    options: Mapping[str, Any]
+    sources: Mapping[str, str]
+    config: FileConfig
+    runner_object: Runner | None = None
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _check_tables(config: FileConfig, host: PluginHost) -> None:
+    """Warn, once per file and table, of a runner table that names no installed runner."""
+    names = host.registry.names()
+    for table in config.runners:
+        key = (config.describe(), table)
+        if host.runner(table) is None and table not in FIRST_PARTY and key not in _warned:
+            _warned.add(key)
+            logger.warning(
+                "Config file %s: table `%srunners.%s` names no installed runner, so nothing uses "
+                "it.%s Installed runners: %s.",
+                config.describe(),
+                config.prefix,
+                table,
+                closest(table, [*names, *FIRST_PARTY]),
+                ", ".join(names),
+            )
+
+
+def explain_runner(
+    *,
+    call: str | Runner | None = None,
+    decorator: str | Runner | None = None,
+    host: PluginHost,
+    config: FileConfig | None = None,
+) -> Resolution:
+    """
+    Which runner resolution picks, by the precedence in this module's docstring, and where it
+    and each of its options came from; raises :class:`ConfigError` for a bad config file or
+    ``CONVEYOR_RUNNER_OPTIONS``.
+    """
+    cli = _cli.get() or _NO_CLI
+    env = os.environ.get(RUNNER_ENV) or None
+    spec: str | Runner | None = None
+    source = "the default"
+    for candidate, origin in (
+        (call, "flow.with_options(runner=...)"),
+        (cli.runner, "--runner"),
+        (env, RUNNER_ENV),
+        (decorator, "@flow(runner=...)"),
+    ):
+        if candidate is not None:
+            spec, source = candidate, origin
+            break
+    if isinstance(spec, Runner):  # used as it is: no config file is read
+        return Resolution(None, source, spec.options(), {}, config or FileConfig(), spec)
+    config = config if config is not None else find_config()
+    _check_tables(config, host)
+    if isinstance(spec, str):
+        spec = spec.strip() or None  # `CONVEYOR_RUNNER='dask '` names the `dask` table too
+    if spec is None:
+        spec = (config.runner or DEFAULT_RUNNER).strip()
+        if config.runner:
+            source = f"{config.path} [{config.prefix}runner]"
+    table = config.runners.get(spec, {})
+    options: dict[str, Any] = dict(table)
+    sources = dict.fromkeys(table, f"{config.path} [{config.prefix}runners.{spec}]")
+    env_options = _env_options()
+    options.update(env_options)
+    sources.update(dict.fromkeys(env_options, OPTIONS_ENV))
+    options.update(cli.options)
+    sources.update(dict.fromkeys(cli.options, "--option"))
+    return Resolution(spec, source, options, sources, config)
+
+
 def resolve_runner(
     *,
     call: str | Runner | None = None,
@@ -194,34 +201,25 @@ def resolve_runner(
     """
     The (unstarted) runner a flow run uses, by the precedence in this module's docstring.
     """
-    cli = _cli.get() or _NO_CLI
-    env = os.environ.get(RUNNER_ENV) or None
-    spec: str | Runner | None = None
-    for candidate in (call, cli.runner, env, decorator):
-        if candidate is not None:
-            spec = candidate
-            break
-    if isinstance(spec, Runner):
-        return spec
-    if isinstance(spec, str):
-        spec = spec.strip() or None  # `CONVEYOR_RUNNER='dask '` names the `dask` table too
-    if spec is None:
-        config = config if config is not None else find_config()
-        spec = (config.runner or DEFAULT_RUNNER).strip()
-    elif config is None:
-        config = find_config()
-    options: dict[str, Any] = dict(config.runners.get(spec, {}))
-    options.update(_env_options())
-    options.update(cli.options)
-    return build_runner(spec, options, host=host, source=config.path)
+    found = explain_runner(call=call, decorator=decorator, host=host, config=config)
+    if found.runner_object is not None:
+        return found.runner_object
+    assert found.name is not None
+    return build_runner(found.name, found.options, host=host, sources=found.sources)
 
 
 def build_runner(
-    name: str, options: Mapping[str, Any], *, host: PluginHost, source: Path | None = None
+    name: str,
+    options: Mapping[str, Any],
+    *,
+    host: PluginHost,
+    source: Path | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Runner:
     """
     Look ``name`` up and construct its runner with ``options``; raise :class:`ConfigError` for
-    an unknown name, an unknown option or a value of the wrong type.
+    an unknown name, an unknown option or a value of the wrong type, naming where the option
+    came from (``sources``, per option, or ``source`` for all).
     """
     name = name.strip()
     entry = host.runner(name)
@@ -229,12 +227,17 @@ def build_runner(
         raise _unknown(name, host)
     cls = entry.runner_class
     accepted = {(f.alias or f.name): f for f in attrs.fields(cls) if f.init}
+
+    def where(key: str) -> str:
+        origin = (sources or {}).get(key) or source
+        return f" (from {origin})" if origin else ""
+
     unknown = sorted(set(options) - set(accepted))
-    where = f" (from {source})" if source else ""
     if unknown:
         msg = (
-            f"Runner {name!r} does not take option(s) {', '.join(map(repr, unknown))}{where}; "
-            f"it takes: {', '.join(sorted(accepted)) or 'no options'}."
+            f"Runner {name!r} does not take option(s) {', '.join(map(repr, unknown))}"
+            f"{where(unknown[0])}; it takes: {', '.join(sorted(accepted)) or 'no options'}."
+            f"{closest(unknown[0], list(accepted))}"
         )
         raise ConfigError(msg)
     hints = _hints(cls)
@@ -243,8 +246,8 @@ def build_runner(
         expected = hints.get(field.name)
         if expected is not None and not matches_type(value, expected):
             msg = (
-                f"Runner {name!r}: option `{key}={value!r}`{where} has the wrong type; it takes "
-                f"{type_name(expected)}. Options: {', '.join(sorted(accepted))}."
+                f"Runner {name!r}: option `{key}={value!r}`{where(key)} has the wrong type; it "
+                f"takes {type_name(expected)}. Options: {', '.join(sorted(accepted))}."
             )
             raise ConfigError(msg)
     try:
@@ -252,7 +255,8 @@ def build_runner(
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        msg = f"Runner {name!r} rejected its options{where}: {exc}"
+        given = ", ".join(f"{k}{where(k)}" for k in options) or "none"
+        msg = f"Runner {name!r} rejected its options ({given}): {exc}"
         raise ConfigError(msg) from exc
 
 

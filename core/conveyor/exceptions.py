@@ -16,6 +16,7 @@ __all__ = [
     "CrashedRun",
     "NoFlowRunError",
     "PluginError",
+    "RunnerFailed",
     "RunnerNotStartedError",
     "Terminated",
     "TimedOutRun",
@@ -85,6 +86,13 @@ class RunnerNotStartedError(ConveyorError, RuntimeError):
 class BackendUnavailable(ConveyorError, ConnectionError):
     """
     A runner could not start or reach its backend within its connect timeout.
+    """
+
+
+class RunnerFailed(ConveyorError):
+    """
+    A runner failed to start or to stop (``conveyor run`` exits 3 for it); the runner's own
+    error is the ``__cause__``.
     """
 
 

@@ -9,10 +9,12 @@ import functools
 import logging
 import os
 import threading
-from collections import Counter
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor._context import sync_caller_var
 from conveyor._driver import drive, drive_async
 from conveyor._engine import TaskRun
 from conveyor._interrupts import watching_sigint
@@ -21,6 +23,7 @@ from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
+from conveyor.run_record import RunRecord, failure_of
 from conveyor.runners._inline import loop_inline_runner
 from conveyor.runners.protocol import ConcurrencyType, Runner
 from conveyor.runners.sequential import SequentialRunner
@@ -54,6 +57,9 @@ class FlowRun:
         host: PluginHost | None,
         *,
         owns_runner: bool = True,
+        record_runs: bool = False,
+        log_prints: bool = False,
+        progress: bool = False,
     ) -> None:
         self.id = os.urandom(4).hex()
         self.name = f"{name}-{self.id}"
@@ -76,8 +82,28 @@ class FlowRun:
         self._counters: dict[str, int] = {}
         self._warned: set[str] = set()
         self._idle_waiters: list[Callable[[], object]] = []
-        self._summary: Counter[str] | None = None
         self._stall = StallWatch()
+        #: Whether each task run keeps a :class:`~conveyor.run_record.TaskRunRecord`.
+        self.record_runs = record_runs
+        #: Whether print() in the body, and in tasks that do not say, becomes log records.
+        self.log_prints = log_prints
+        #: Whether to show live progress (where output is a terminal or a notebook), and
+        #: whether the display is removed at the end (``conveyor run``) instead of frozen.
+        self.progress = progress
+        self.progress_transient = False
+        #: What happened in this run: the summary, and per task run with ``record_runs``.
+        self.record = RunRecord(
+            self.id,
+            self.name,
+            name,
+            runner.name,
+            runner.options(),
+            task_runs=[] if record_runs else None,
+        )
+        #: (task name, old state type or None, new state type) per change, while a live
+        #: progress display drains it; None otherwise, and then nothing is counted for it.
+        self.events: deque[tuple[str, StateType | None, StateType]] | None = None
+        self._display: Any = None
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.name} on {self.runner.name}>"
@@ -118,13 +144,44 @@ class FlowRun:
             self._counters[task_name] = n
         return f"{task_name}-{n}"
 
-    def add_summary(self, counts: Counter[str]) -> None:
-        """Count the final states of this run's task runs by name into ``counts``."""
-        self._summary = counts
+    def began(self) -> None:
+        """The runner started and the body is about to run: the clock and the display start."""
+        self.record.started = time.monotonic()
+        try:
+            self.record.dashboard = self.runner.dashboard_url()
+        except Exception:  # a runner's report of its dashboard never breaks a run
+            logger.debug(
+                "Runner %r failed to say its dashboard URL.", self.runner.name, exc_info=True
+            )
+        if self.progress:
+            from conveyor.console.progress import start_display  # deferred: rich, when shown
+
+            try:
+                self._display = start_display(self)
+            except Exception:  # a display that cannot be drawn never stops the run
+                logger.warning("Live progress could not be shown.", exc_info=True)
+
+    def ended(self, state: State[Any], error: BaseException | None) -> None:
+        """The flow run ended in ``state``: stop the display and complete the record."""
+        self.close_display()
+        record = self.record
+        record.ended = time.monotonic()
+        record.state = state
+        if error is not None:
+            record.failures.append(failure_of(self.name, self.info.flow_name, state))
+
+    def close_display(self) -> None:
+        """Remove the live progress display, if one is shown; idempotent."""
+        display, self._display = self._display, None
+        if display is not None:
+            display.close()
 
     def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
         """A task run of this flow run changed state."""
         self._stall.changed()
+        events = self.events
+        if events is not None:
+            events.append((run.options.name, old.type, new.type))
         try:
             if self._observe:
                 assert self.host is not None
@@ -134,12 +191,20 @@ class FlowRun:
                 self._count_final(run, new)
 
     def _count_final(self, run: TaskRun, new: State[Any]) -> None:
+        now = time.monotonic()
+        start = run.first_start
+        task_name = run.options.name
         with self._lock:
-            if self._summary is not None:
-                self._summary[new.name] += 1
+            self.record.count(task_name, run.future.name, new.name, now - start if start else None)
+            detail = run.detail
+            if detail is not None and self.record.task_runs is not None:
+                self.record.task_runs.append(
+                    detail.finish(run.future.id, run.future.name, task_name, new, now)
+                )
             self._inflight.discard(run)
             if new.type is not StateType.COMPLETED:
                 self._failures.append(run.future)
+                self.record.failures.append(failure_of(run.future.name, task_name, new))
             if self._inflight:
                 return
             self._idle.notify_all()
@@ -177,9 +242,16 @@ class FlowRun:
         if not self.accepting:
             msg = f"Flow run {self.name!r} has finished; submit task runs from inside its body."
             raise ConveyorError(msg)
-        run = TaskRun(task.fn, task.is_async, options, self, runner, args, kwargs)
+        prints = options.log_prints
+        if prints is None:
+            prints = self.log_prints
+        fn = task.printing_fn(prints) if prints or self.log_prints else task.fn
+        run = TaskRun(fn, task.is_async, options, self, runner, args, kwargs)
         with self._lock:
             self._inflight.add(run)
+        events = self.events
+        if events is not None:
+            events.append((options.name, None, StateType.PENDING))
         run.start()
         if runner.concurrency is ConcurrencyType.SEQUENTIAL:
             run.future.wait_unobserved()
@@ -188,8 +260,12 @@ class FlowRun:
     def call_inline(
         self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """Run ``task`` here and return its value (a coroutine in async code)."""
-        if task.is_async and _in_event_loop():
+        """
+        Run ``task`` here and return its value; in async code (an async flow body or task) an
+        async task returns an awaitable instead. Sync code gets the value even where an event
+        loop runs in its thread (a notebook cell): the task then runs on another loop's thread.
+        """
+        if task.is_async and not sync_caller_var.get() and _in_event_loop():
             return self._call_inline_async(task, args, kwargs)
         future = self.submit(task, task.options, args, kwargs, runner=self._inline)
         return future.result()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
+from conveyor.console.progress import progress_wanted
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
@@ -26,6 +27,7 @@ __all__ = ["Flow", "FlowRun", "current_flow_run", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 logger = logging.getLogger("conveyor")
 
@@ -47,6 +49,9 @@ class Flow(Generic[P, R]):
         *,
         name: str | None = None,
         runner: RunnerSpec = None,
+        progress: bool | None = None,
+        log_prints: bool = False,
+        record_runs: bool = False,
         _call_runner: RunnerSpec = None,
     ) -> None:
         if not callable(cast(object, fn)):
@@ -62,6 +67,12 @@ class Flow(Generic[P, R]):
         self.fn = fn
         self.name: str = name or getattr(fn, "__name__", None) or "flow"
         self.runner = runner
+        #: Live progress: True, False, or None (``CONVEYOR_PROGRESS`` decides; off if unset).
+        self.progress = progress
+        #: Whether print() in the body, and in tasks that leave ``log_prints`` unset, is logged.
+        self.log_prints = log_prints
+        #: Whether each task run keeps a record of its attempts (see :mod:`conveyor.run_record`).
+        self.record_runs = record_runs
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)
@@ -69,24 +80,44 @@ class Flow(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Flow {self.name}>"
 
-    def with_options(self, *, name: str | None = None, runner: RunnerSpec = None) -> Flow[P, R]:
+    @property
+    def call_runner(self) -> RunnerSpec:
+        """The runner given with :meth:`with_options` (it overrides everything), or None."""
+        return self._call_runner
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        runner: RunnerSpec = None,
+        progress: bool | None = None,
+        log_prints: bool | None = None,
+        record_runs: bool | None = None,
+    ) -> Flow[P, R]:
         """
-        A copy of the flow with another name, or another runner for its calls. A runner given
-        here takes precedence over everything else, including ``CONVEYOR_RUNNER``.
+        A copy of the flow with another name, another runner for its calls, or other console
+        options. A runner given here takes precedence over everything else, including
+        ``CONVEYOR_RUNNER``.
         """
         return Flow(
             self.fn,
             name=name or self.name,
             runner=self.runner,
+            progress=self.progress if progress is None else progress,
+            log_prints=self.log_prints if log_prints is None else log_prints,
+            record_runs=self.record_runs if record_runs is None else record_runs,
             _call_runner=runner if runner is not None else self._call_runner,
         )
 
-    def create_run(self) -> FlowRun:
+    def create_run(
+        self, *, record_runs: bool | None = None, progress: bool | None = None
+    ) -> FlowRun:
         """
         A new, unstarted run of this flow, on the runner that resolution picks now (see
-        :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`. Calling the flow does
-        both. Inside another flow run whose runner has the same configuration, the new run
-        uses that started runner and leaves its lifecycle to the outer run.
+        :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`, then read what happened
+        in :attr:`FlowRun.record`. Calling the flow does both. Inside another flow run whose
+        runner has the same configuration, the new run uses that started runner and leaves its
+        lifecycle to the outer run. ``record_runs`` and ``progress`` override the flow's.
         """
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
@@ -94,13 +125,40 @@ class Flow(Generic[P, R]):
         host = get_host()
         runner = resolve_runner(call=self._call_runner, decorator=self.runner, host=host)
         parent = flow_run_var.get()
+        shared = None
         if parent is not None:
             started = parent.info.runner
             if type(started) is type(runner) and started == runner and started.started:
                 # A flow called from a flow on the same runner configuration shares its
                 # started runner (its cluster) instead of starting another one.
-                return FlowRun(self.name, self.fn, self.is_async, started, host, owns_runner=False)
-        return FlowRun(self.name, self.fn, self.is_async, runner.duplicate(), host)
+                shared = started
+        return FlowRun(
+            self.name,
+            self.fn,
+            self.is_async,
+            shared or runner.duplicate(),
+            host,
+            owns_runner=shared is None,
+            record_runs=self.record_runs if record_runs is None else record_runs,
+            log_prints=self.log_prints,
+            progress=progress_wanted(self.progress if progress is None else progress),
+        )
+
+    @overload
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, T]],
+        *args: Any,
+        return_state: Literal[True],
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, State[T]]: ...
+
+    @overload
+    def __call__(
+        self: Flow[P, T], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> State[T]: ...
+
+    @overload
+    def __call__(self, *args: Any, return_state: Literal[False] = False, **kwargs: Any) -> R: ...
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         """
@@ -133,17 +191,42 @@ def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
 
 @overload
 def flow(
-    *, name: str | None = None, runner: RunnerSpec = None
+    *,
+    name: str | None = None,
+    runner: RunnerSpec = None,
+    progress: bool | None = None,
+    log_prints: bool = False,
+    record_runs: bool = False,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
-def flow(fn: Any = None, /, *, name: str | None = None, runner: RunnerSpec = None) -> Any:
+def flow(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    runner: RunnerSpec = None,
+    progress: bool | None = None,
+    log_prints: bool = False,
+    record_runs: bool = False,
+) -> Any:
     """
     Make a function a flow; use as ``@flow`` or ``@flow(runner="dask")``.
 
     ``runner`` is a runner name or a runner object; ``CONVEYOR_RUNNER``, ``conveyor run
     --runner`` and ``.with_options(runner=...)`` override it (see :mod:`conveyor.config`).
+    ``progress=True`` shows live progress in a terminal or a notebook (None: as
+    ``CONVEYOR_PROGRESS`` says); ``log_prints=True`` turns ``print()`` in the body, and in
+    tasks that leave their own ``log_prints`` unset, into log records; ``record_runs=True``
+    keeps a record of every task run's attempts in :attr:`FlowRun.record`.
     """
+    options: dict[str, Any] = {
+        "name": name,
+        "runner": runner,
+        "progress": progress,
+        "log_prints": log_prints,
+        "record_runs": record_runs,
+    }
     if fn is None:
-        return lambda f: Flow(f, name=name, runner=runner)
-    return Flow(fn, name=name, runner=runner)
+        return lambda f: Flow(f, **options)
+    return Flow(fn, **options)

@@ -28,6 +28,7 @@ OPTION_NAMES = (
     "resources",
     "runner_options",
     "map_window",
+    "log_prints",
 )
 
 
@@ -43,6 +44,8 @@ class TaskOptions:
     resources: dict[str, float] = attrs.field(factory=dict, eq=False)
     runner_options: dict[str, Any] = attrs.field(factory=dict, eq=False)
     map_window: int = 1024
+    #: Whether print() in the task becomes log records; None: as the flow says.
+    log_prints: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The options as keyword arguments of ``@task``."""
@@ -84,6 +87,10 @@ def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOption
         if not _AMOUNT.test(amount):
             msg = f"{owner}: resource {key!r}={amount!r} is invalid; {_AMOUNT.fix}."
             raise ConfigError(msg)
+    log_prints = given.get("log_prints")
+    if log_prints is not None and not isinstance(log_prints, bool):
+        msg = f"{owner}: `log_prints={log_prints!r}` is invalid; give True, False or None."
+        raise ConfigError(msg)
     timeout = given.get("timeout_seconds")
     return TaskOptions(
         name=name,
@@ -94,4 +101,5 @@ def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOption
         resources=dict(resources),
         runner_options=dict(given.get("runner_options") or {}),
         map_window=given.get("map_window", 1024) or 1,
+        log_prints=log_prints,
     )

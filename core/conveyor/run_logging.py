@@ -1,10 +1,13 @@
 """
 Run-aware logging.
 
-Every log record made while a flow or task runs carries ``flow_run_name`` and ``task_run_name``
-attributes (None outside a run), whatever logger made it, so a format such as
-:data:`RUN_FORMAT` shows them. Records that tasks log on remote workers are sent back with the
-run's outcome and handled again by the driver's loggers.
+Every log record carries ``flow_run_name`` and ``task_run_name`` attributes (the run's names in a
+flow or task run, None outside one), whatever logger made it, so a format such as
+:data:`RUN_FORMAT` works for every record: importing this module installs the record factory
+that adds them. For records made without it (built by hand with ``logging.makeLogRecord``, or in
+a process that never imported conveyor) :func:`run_formatter` fills in defaults. Records that
+tasks log on remote workers are sent back with the run's outcome and handled again by the
+driver's loggers.
 """
 
 from __future__ import annotations
@@ -15,9 +18,17 @@ from typing import Any
 
 from conveyor._context import log_names_var
 
-__all__ = ["RUN_FORMAT", "get_run_logger", "install_record_factory"]
+__all__ = [
+    "RUN_DEFAULTS",
+    "RUN_FORMAT",
+    "get_run_logger",
+    "install_record_factory",
+    "run_formatter",
+]
 
 RUN_FORMAT = "%(asctime)s %(levelname)s [%(flow_run_name)s/%(task_run_name)s] %(name)s: %(message)s"
+#: The run names of a record made outside any run.
+RUN_DEFAULTS: dict[str, Any] = {"flow_run_name": None, "task_run_name": None}
 
 _install_lock = threading.Lock()
 _installed = False
@@ -45,6 +56,11 @@ def install_record_factory() -> None:
         _installed = True
 
 
+def run_formatter(fmt: str = RUN_FORMAT, datefmt: str | None = None) -> logging.Formatter:
+    """A formatter for ``fmt`` that shows None for run names a record lacks, never raising."""
+    return logging.Formatter(fmt, datefmt, defaults=RUN_DEFAULTS)
+
+
 def get_run_logger(name: str = "conveyor.runs") -> logging.Logger:
     """
     Return a logger for use inside tasks and flows.
@@ -54,3 +70,6 @@ def get_run_logger(name: str = "conveyor.runs") -> logging.Logger:
     """
     install_record_factory()
     return logging.getLogger(name)
+
+
+install_record_factory()  # so RUN_FORMAT works for every record made from now on

@@ -18,9 +18,10 @@ import collections
 import contextvars
 import functools
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from conveyor._prints import wrap as wrap_prints
 from conveyor.exceptions import ConfigError, NoFlowRunError
 from conveyor.futures import RunFuture
 from conveyor.options import OPTION_NAMES, TaskOptions, make_options
@@ -33,6 +34,7 @@ __all__ = ["RunStream", "Task", "TaskSubmitter", "flow_run_var", "task", "unmapp
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class TaskSubmitter(Protocol):
@@ -109,7 +111,18 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = make_options(f"task {getattr(fn, '__name__', fn)!r}", fn, **options)
         self.is_async = is_async_callable(fn)
+        self._printing: dict[bool, Callable[..., Any]] = {}
         functools.update_wrapper(self, fn)
+
+    def printing_fn(self, active: bool = True) -> Callable[..., Any]:
+        """
+        The function wrapped so that its prints become log records (``active=False``: so that
+        they stay prints inside a flow that logs prints); made once per task.
+        """
+        wrapped = self._printing.get(active)
+        if wrapped is None:
+            wrapped = self._printing[active] = wrap_prints(self.fn, self.is_async, self, active)
+        return wrapped
 
     @property
     def name(self) -> str:
@@ -161,7 +174,15 @@ class Task(Generic[P, R]):
             return self.fn(*args, **kwargs)
         return flow_run.call_inline(self, args, kwargs)  # type: ignore[no-any-return]
 
-    def submit(self, *args: Any, **kwargs: Any) -> RunFuture[R]:
+    @overload
+    def submit(
+        self: Task[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> RunFuture[T]: ...
+
+    @overload
+    def submit(self: Task[..., T], *args: Any, **kwargs: Any) -> RunFuture[T]: ...
+
+    def submit(self, *args: Any, **kwargs: Any) -> RunFuture[Any]:
         """
         Send one run to the flow's runner and return its future. Futures among the arguments
         are dependencies: the run starts once they completed, and gets their values.
@@ -169,6 +190,24 @@ class Task(Generic[P, R]):
         """
         flow_run = _current_flow_run(self, "submitted")
         return flow_run.submit(self, self.options, args, kwargs)
+
+    @overload
+    def map(
+        self: Task[..., Coroutine[Any, Any, T]], first: Iterator[Any], /, *args: Any, **kwargs: Any
+    ) -> RunStream[T]: ...
+
+    @overload
+    def map(
+        self: Task[..., T], first: Iterator[Any], /, *args: Any, **kwargs: Any
+    ) -> RunStream[T]: ...
+
+    @overload
+    def map(
+        self: Task[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+    ) -> list[RunFuture[T]]: ...
+
+    @overload
+    def map(self: Task[..., T], *args: Any, **kwargs: Any) -> list[RunFuture[T]]: ...
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -334,6 +373,7 @@ def task(
     resources: Mapping[str, float] | None = None,
     runner_options: Mapping[str, Any] | None = None,
     map_window: int = 1024,
+    log_prints: bool | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -345,7 +385,9 @@ def task(fn: Any = None, /, **options: Any) -> Any:
     ``timeout_seconds`` (the run ends FAILED, named TimedOut, on time); ``crash_retries`` (for
     runs the infrastructure failed); ``resources`` (e.g. ``{"GPU": 1}``, for runners that take
     them); ``runner_options`` (passed to the runner as is); ``map_window`` (how many runs a map over a
-    lazy iterable keeps submitted ahead, default 1024). Async functions are first-class.
+    lazy iterable keeps submitted ahead, default 1024); ``log_prints`` (``print()`` in the task
+    becomes log records; None, the default, follows ``@flow(log_prints=...)``). Async functions
+    are first-class.
     """
     if fn is None:
         return lambda f: Task(f, **options)

@@ -13,6 +13,7 @@ import contextvars
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from conveyor._engine.dependencies import not_run, substitute, upstream_of, when
 from conveyor._timers import TimerHandle, call_later
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
+from conveyor.run_record import RunDetail
 from conveyor.runners.attempt import Attempt, PendingResult
 from conveyor.runners.protocol import Runner
 from conveyor.states import (
@@ -44,17 +46,15 @@ _lock = threading.Lock()
 
 
 class RunOwner(Protocol):
-    """What a task run belongs to (the flow run): its names, and where state changes go."""
+    """
+    What a task run belongs to (the flow run): its id (task run ids are ``{id}.{n}``), its name
+    (for the attempts' log records), whether its runs keep a
+    :class:`~conveyor.run_record.TaskRunRecord` each, and where state changes go.
+    """
 
-    @property
-    def id(self) -> str:
-        """The owner's id; task run ids are ``{id}.{n}``."""
-        ...
-
-    @property
-    def name(self) -> str:
-        """The owner's name, for the attempts' log records."""
-        ...
+    id: str
+    name: str
+    record_runs: bool
 
     def next_task_run_name(self, task_name: str) -> str:
         """A new run name for a run of ``task_name`` (``fetch-3``)."""
@@ -79,7 +79,9 @@ class TaskRun:
         "chained",
         "context",
         "crashes",
+        "detail",
         "failures",
+        "first_start",
         "fn",
         "future",
         "is_async",
@@ -114,6 +116,9 @@ class TaskRun:
         self.timer: TimerHandle | None = None
         self.chained: list[RunFuture[Any]] | None = None
         self.context = contextvars.copy_context()
+        #: When the first attempt started (monotonic seconds; 0.0 until then).
+        self.first_start = 0.0
+        self.detail: RunDetail | None = RunDetail() if owner.record_runs else None
         name = owner.next_task_run_name(options.name)
         self.future: RunFuture[Any] = RunFuture(f"{owner.id}.{next(_ids)}", name, _PENDING, self)
 
@@ -146,6 +151,8 @@ class TaskRun:
             return
         for f in upstream:
             f.mark_observed()
+        if self.detail is not None:
+            self.detail.upstream = tuple(f.id for f in upstream)
         chained = self._chain_values(upstream)
         if chained is not None:
             self.chained = upstream
@@ -242,6 +249,7 @@ class TaskRun:
             timeout=opts.timeout_seconds,
             resources=opts.resources,
             runner_options=opts.runner_options,
+            wants_where=self.detail is not None,
         )
         with _lock:
             self.attempt = attempt
@@ -272,7 +280,18 @@ class TaskRun:
     def attempt_started(self, attempt: Attempt) -> None:
         """The runner started executing ``attempt``."""
         if self.attempt is attempt:
+            now = time.monotonic()
+            if not self.first_start:
+                self.first_start = now
+            if self.detail is not None:
+                self.detail.current_start = now
+                if attempt.where is None and attempt.in_process:  # we run in its thread
+                    attempt.where = f"thread {threading.current_thread().name}"
             self._transition(_RUNNING)
+
+    def _note_end(self, attempt: Attempt, state: State[Any]) -> None:
+        if self.detail is not None:
+            self.detail.attempt_over(attempt.number, time.monotonic(), attempt.place(), state.name)
 
     def attempt_ended(self, attempt: Attempt, state: State[Any]) -> None:
         """The runner reports how ``attempt`` ended."""
@@ -286,6 +305,7 @@ class TaskRun:
                 )
                 return
             self.attempt = None
+        self._note_end(attempt, state)
         if self.chained is not None and state.type is not StateType.COMPLETED:
             # It ran chained to upstream runs: if one of them did not complete, that is why.
             upstream = self.chained
@@ -345,6 +365,7 @@ class TaskRun:
         if not stopped:
             message += f"; runner {self.runner.name!r} cannot stop it, so it may still be running"
         state = TimedOut(message + ".", stopped=stopped)
+        self._note_end(attempt, state)
         if not stopped:
             self.owner.warn_not_stopped(self, message)
         self._after_attempt(state)
@@ -363,15 +384,16 @@ class TaskRun:
         with _lock:
             attempt, self.attempt = self.attempt, None
         stopped = True if attempt is None else self._stop_work(attempt)
-        return self._finish(
-            Cancelled(
-                message
-                or f"{self.future.name!r} was cancelled"
-                + ("" if stopped else "; its work could not be stopped and may still be running")
-                + ".",
-                stopped=stopped,
-            )
+        state = Cancelled(
+            message
+            or f"{self.future.name!r} was cancelled"
+            + ("" if stopped else "; its work could not be stopped and may still be running")
+            + ".",
+            stopped=stopped,
         )
+        if attempt is not None:
+            self._note_end(attempt, state)
+        return self._finish(state)
 
 
 _PENDING = Pending()

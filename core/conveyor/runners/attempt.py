@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor._context import log_names_var
+from conveyor._context import log_names_var, sync_caller_var
 from conveyor._interrupts import interrupts, is_real_interrupt
 from conveyor.runners.outcome import state_for_exception
 from conveyor.states import Completed, Crashed, CrashReason, Failed, ResultRef, State
@@ -57,6 +57,7 @@ class Attempt:
         "flow_run_name",
         "fn",
         "handle",
+        "in_process",
         "is_async",
         "kwargs",
         "name",
@@ -65,6 +66,8 @@ class Attempt:
         "runner_options",
         "task_name",
         "timeout",
+        "wants_where",
+        "where",
     )
 
     def __init__(
@@ -83,6 +86,7 @@ class Attempt:
         timeout: float | None = None,
         resources: Mapping[str, float] | None = None,
         runner_options: Mapping[str, Any] | None = None,
+        wants_where: bool = False,
     ) -> None:
         self._reporter = reporter
         self.number = number
@@ -103,7 +107,17 @@ class Attempt:
         self.resources: Mapping[str, float] = resources or {}
         #: Per-task options meant for the runner (``@task(runner_options=...)``).
         self.runner_options: Mapping[str, Any] = runner_options or {}
+        #: Whether the flow run records where each attempt ran (``record_runs``): a runner
+        #: for which finding out costs something does it only then.
+        self.wants_where = wants_where
         self.handle: Any = None
+        #: Where the attempt runs, for the run record and report: set by ``mark_running(where=)``
+        #: (``"dask worker tcp://127.0.0.1:40123"``, ``"ray node 10.0.0.2 worker 3f2a..."``);
+        #: :meth:`call` and :meth:`call_async` note the thread themselves.
+        self.where: str | None = None
+        #: Whether the work runs here, through :meth:`call` or :meth:`call_async`: then the
+        #: engine, told in the running thread that the work started, can name the thread.
+        self.in_process = False
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number} of {self.name}>"
@@ -115,13 +129,23 @@ class Attempt:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def mark_running(self) -> None:
+    def mark_running(self, where: str | None = None) -> None:
         """
-        Report that the work has started (the run becomes RUNNING). :meth:`call` and
-        :meth:`call_async` do this themselves; runners that execute elsewhere call it when the
-        backend starts the work (or when they hand it over, if they cannot tell).
+        Report that the work has started (the run becomes RUNNING), and ``where`` it runs, in
+        words a person knows the backend by (``"dask worker tcp://10.0.0.5:40123"``,
+        ``"ray node 10.0.0.5 worker 3f2a9c"``, ``"process 4242"``): the run record, the
+        console's report and the HTML report show it. :meth:`call` and :meth:`call_async` do
+        this themselves; runners that execute elsewhere call it when the backend starts the
+        work (or when they hand it over, if they cannot tell). A place learnt only later may
+        be set as ``attempt.where`` until the attempt is reported.
         """
+        if where is not None:
+            self.where = where
         self._reporter.attempt_started(self)
+
+    def place(self) -> str | None:
+        """Where the attempt ran: what the runner said, or the thread that ran it."""
+        return self.where
 
     def succeed(self, value: Any) -> None:
         """Report that the call returned ``value`` (or a :class:`~conveyor.ResultRef`)."""
@@ -167,6 +191,7 @@ class Attempt:
         """
         if self.finished:
             return
+        self.in_process = True
         self._reporter.attempt_started(self)
         before = interrupts()
         try:
@@ -181,6 +206,7 @@ class Attempt:
 
     def _call_sync(self) -> Any:
         log_names_var.set((self.flow_run_name, self.name))
+        sync_caller_var.set(True)
         return self.fn(*self.args, **self.kwargs)
 
     async def call_async(self) -> None:
@@ -191,8 +217,10 @@ class Attempt:
         """
         if self.finished:
             return
+        self.in_process = True
         self._reporter.attempt_started(self)
         token = log_names_var.set((self.flow_run_name, self.name))
+        sync_token = sync_caller_var.set(False)
         before = interrupts()
         try:
             value = await self.fn(*self.args, **self.kwargs)
@@ -211,6 +239,7 @@ class Attempt:
         else:
             self.succeed(value)
         finally:
+            sync_caller_var.reset(sync_token)
             log_names_var.reset(token)
 
 

@@ -235,6 +235,14 @@ class Runner:
         """
         return None
 
+    def dashboard_url(self) -> str | None:
+        """
+        The URL of the backend's dashboard while the runner is started (a Dask cluster's
+        ``client.dashboard_link``, Ray's dashboard), or None (the default). ``conveyor run``
+        prints it when the flow run starts, and the run record keeps it.
+        """
+        return None
+
     def cancel(self, attempt: Attempt) -> bool:
         """
         Stop ``attempt``: drop it if it has not started, interrupt it if it runs and the backend

@@ -41,6 +41,8 @@ def report_outcome(attempt: Attempt, outcome: Outcome, value: Any) -> None:
     """
     if outcome.records:
         replay_records(outcome, (attempt.flow_run_name, attempt.name))
+    if attempt.where is None and outcome.where is not None:
+        attempt.where = outcome.where
     if outcome.status == "ok":
         attempt.succeed(value)
         return

@@ -32,7 +32,8 @@ class Outcome(NamedTuple):
     """
     What the worker sends back besides the value: ``status`` is ``ok``, ``error`` (the user's
     code raised an :class:`Exception`) or ``crash``. ``error`` holds the pickled exception
-    when it pickled; ``reason`` tags crashes; ``records`` are the task's log records.
+    when it pickled; ``reason`` tags crashes; ``records`` are the task's log records;
+    ``where`` names the worker process (``process 4242 on host``) for the run record.
     """
 
     status: str
@@ -42,6 +43,7 @@ class Outcome(NamedTuple):
     traceback: str | None = None
     reason: str | None = None
     records: tuple[dict[str, Any], ...] = ()
+    where: str | None = None
 
 
 def describe_type(value: Any) -> str:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import pickle
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -93,8 +95,26 @@ def _error(
     if message is None:
         message = shorten(safe_str(exc)) if status == "error" else describe_exception(exc)
     return Outcome(
-        status, blob, describe_type(exc), message, format_exception(exc), reason, tuple(records)
+        status,
+        blob,
+        describe_type(exc),
+        message,
+        format_exception(exc),
+        reason,
+        tuple(records),
+        _where(),
     )
+
+
+_place: list[tuple[int, str]] = []
+
+
+def _where() -> str:
+    """This worker process, in words: ``process 4242 on host`` (worked out once per process)."""
+    pid = os.getpid()
+    if not _place or _place[0][0] != pid:  # a forked worker is another process
+        _place[:] = [(pid, f"process {pid} on {socket.gethostname()}")]
+    return _place[0][1]
 
 
 def _run(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -163,7 +183,7 @@ def run_call(
 def _checked(value: Any, records: list[dict[str, Any]]) -> tuple[Outcome, Any]:
     """The outcome of a call that returned ``value``: ok if it pickles and unpickles."""
     if type(value) in PLAIN_TYPES:  # nothing to check: these always pickle and unpickle
-        return Outcome("ok", records=tuple(records)), value
+        return Outcome("ok", records=tuple(records), where=_where()), value
     buffers: list[Any] = []
     try:
         blob = cloudpickle().dumps(value, protocol=5, buffer_callback=buffers.append)
@@ -181,4 +201,4 @@ def _checked(value: Any, records: list[dict[str, Any]]) -> tuple[Outcome, Any]:
             f"but cannot be unpickled: {describe(exc)}"
         )
         return _error(exc, "crash", CrashReason.RESULT_DESERIALIZATION, records, message), None
-    return Outcome("ok", records=tuple(records)), value
+    return Outcome("ok", records=tuple(records), where=_where()), value

@@ -1,0 +1,227 @@
+"""
+Live progress: one line per task name with its runs by state, the rate and the time left,
+redrawn in place four times a second on stderr (a terminal) or in a notebook, and frozen (or
+removed, for ``conveyor run``, which prints its report next) when the flow run ends.
+
+The engine counts, not a plugin hook: while a display is shown, the flow run appends
+``(task name, old state type, new state type)`` to a deque at each change (about 70 ns), and
+the display's refresh drains it. Without a display nothing is appended. Drawing is
+`rich <https://rich.readthedocs.io>`_'s, imported only when a display is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections import Counter, deque
+from typing import Any, Protocol
+
+from conveyor.run_record import RunRecord
+from conveyor.states import StateType
+
+__all__ = ["PROGRESS_ENV", "Display", "ProgressSource", "progress_wanted", "start_display"]
+
+logger = logging.getLogger("conveyor")
+
+#: ``CONVEYOR_PROGRESS=1`` shows live progress for every flow run (``0`` for none).
+PROGRESS_ENV = "CONVEYOR_PROGRESS"
+REFRESH_PER_SECOND = 4
+
+_ORDER = (
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.COMPLETED,
+    StateType.FAILED,
+    StateType.CRASHED,
+    StateType.CANCELLED,
+)
+_FINAL = _ORDER[2:]
+_STYLE = {
+    StateType.PENDING: "dim",
+    StateType.RUNNING: "cyan",
+    StateType.COMPLETED: "green",
+    StateType.FAILED: "red",
+    StateType.CRASHED: "magenta",
+    StateType.CANCELLED: "yellow",
+}
+_lock = threading.Lock()
+_shown: list[Display] = []  # at most one display at a time: a nested flow run shows none
+_warned: list[bool] = []
+
+
+class ProgressSource(Protocol):
+    """What a display reads: the flow run's change events and its record."""
+
+    name: str
+    record: RunRecord
+    events: deque[tuple[str, StateType | None, StateType]] | None
+    progress_transient: bool
+
+
+def progress_wanted(explicit: bool | None) -> bool:
+    """Whether a flow run shows progress: ``explicit`` if given, else ``CONVEYOR_PROGRESS``."""
+    if explicit is not None:
+        return explicit
+    return os.environ.get(PROGRESS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _visible() -> bool:
+    """Whether a live display can be seen: stderr is a terminal, or this is a notebook."""
+    try:
+        if sys.stderr.isatty():
+            return os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        return False
+    return "ipykernel" in sys.modules
+
+
+def start_display(source: ProgressSource) -> Display | None:
+    """
+    Show live progress for ``source`` and return the display, or None where it cannot be seen
+    (a pipe, a file), another display is shown already (a nested flow run), or rich is not
+    installed (then a warning, once, says how to install it).
+    """
+    if not _visible():
+        return None
+    with _lock:
+        if _shown:
+            return None
+        try:
+            display = Display(source)
+        except ImportError:
+            if not _warned:
+                _warned.append(True)
+                logger.warning(
+                    "Live progress needs rich, which is not installed; install it with `pip "
+                    'install "conveyor[progress]"`, or turn progress off (--no-progress, '
+                    "CONVEYOR_PROGRESS=0)."
+                )
+            return None
+        _shown.append(display)
+    return display
+
+
+class Display:
+    """A live progress display of one flow run; :meth:`close` freezes or removes it."""
+
+    def __init__(self, source: ProgressSource) -> None:
+        progress_class = _progress_class()  # raises ImportError without rich
+        from rich.console import Console  # deferred: rich only when progress is shown
+
+        self.source = source
+        self.counts: dict[str, Counter[StateType]] = {}
+        self.rows: dict[str, Any] = {}
+        self._drain_lock = threading.Lock()
+        source.events = deque()
+        self.progress = progress_class(
+            self,
+            console=Console(stderr=True),
+            transient=source.progress_transient,
+            refresh_per_second=REFRESH_PER_SECOND,
+        )
+        self.progress.start()
+
+    def drain(self, blocking: bool = False) -> None:
+        """
+        Apply the change events since the last refresh to the rows. A redraw (which holds
+        rich's lock) never waits here: if another drain runs, or this thread's own (adding a
+        row redraws), it goes on with the rows as they are.
+        """
+        events = self.source.events
+        if events is None or not self._drain_lock.acquire(blocking):
+            return
+        try:
+            self._apply(events)
+        finally:
+            self._drain_lock.release()
+
+    def _apply(self, events: deque[tuple[str, StateType | None, StateType]]) -> None:
+        batch = Counter([events.popleft() for _ in range(len(events))])
+        for (name, old, new), k in batch.items():
+            counts = self.counts.get(name)
+            if counts is None:
+                counts = self.counts[name] = Counter()
+            if old is not None:
+                counts[old] -= k
+            counts[new] += k
+        for name, counts in self.counts.items():
+            self._update_row(name, counts)
+
+    def _update_row(self, name: str, counts: Counter[StateType]) -> None:
+        final = sum(counts[t] for t in _FINAL)
+        total = sum(counts[t] for t in _ORDER)
+        parts = [f"[{_STYLE[t]}]{counts[t]} {t.value.lower()}[/]" for t in _ORDER[:3]]
+        parts += [f"[{_STYLE[t]}]{counts[t]} {t.value.lower()}[/]" for t in _FINAL[1:] if counts[t]]
+        states = " · ".join(parts)
+        row = self.rows.get(name)
+        if row is None:
+            self.rows[name] = self.progress.add_task(
+                name, total=total, completed=final, states=states
+            )
+        else:
+            self.progress.update(row, total=total, completed=final, states=states)
+
+    def close(self) -> None:
+        """Draw the last frame, then freeze or remove the display; idempotent."""
+        with _lock:
+            if self not in _shown:
+                return
+            _shown.remove(self)
+        try:
+            self.drain(blocking=True)
+            self.progress.refresh()
+        finally:
+            self.progress.stop()
+            self.source.events = None
+
+
+_classes: list[type] = []
+
+
+def _progress_class() -> type:
+    """rich's Progress, draining the engine's events before each refresh (made on first use)."""
+    if _classes:
+        return _classes[0]
+    # deferred: rich is imported only when a display is shown, so `import conveyor` stays light
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text  # deferred with the rest of rich
+
+    class RateColumn(ProgressColumn):
+        """Finished runs per second."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.1f}/s", style="progress.data.speed")
+
+    class EngineProgress(Progress):
+        def __init__(self, display: Display, **kwargs: Any) -> None:
+            self.display = display
+            super().__init__(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[states]}"),
+                RateColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                **kwargs,
+            )
+
+        def get_renderables(self) -> Any:
+            try:
+                self.display.drain()
+            except Exception:  # a drawing problem never breaks the run, nor the redraws
+                logger.debug("The progress display failed to count.", exc_info=True)
+            yield from super().get_renderables()
+
+    _classes.append(EngineProgress)
+    return EngineProgress
