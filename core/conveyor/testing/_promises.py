@@ -54,16 +54,18 @@ import json, pickle, sys
 from conveyor import flow
 from conveyor.testing import _tasks as t
 
-runner = pickle.loads(open(sys.argv[1], "rb").read())
+def dying(runner):
+    @flow(runner=runner)
+    def body():
+        doomed = t.exit_process.submit(7)
+        sibling = t.add.submit(2, 3)
+        return [doomed.wait(60), sibling.wait(60)]
 
-@flow(runner=runner)
-def dying():
-    doomed = t.exit_process.submit(7)
-    sibling = t.add.submit(2, 3)
-    return [doomed.wait(60), sibling.wait(60)]
+    return body()
 
-states = dying()
-print(json.dumps([[s.type.value, s.reason] if s else None for s in states]))
+if __name__ == "__main__":  # process runners re-import the main module in their workers
+    states = dying(pickle.loads(open(sys.argv[1], "rb").read()))
+    print(json.dumps([[s.type.value, s.reason] if s else None for s in states]))
 """
 
 
