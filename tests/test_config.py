@@ -162,7 +162,7 @@ class TestErrors:
             resolve_runner(call="concurent", host=host)
         msg = str(info.value)
         assert "Did you mean 'concurrent'?" in msg
-        assert "Available runners: concurrent, sequential" in msg
+        assert "Available runners: concurrent, processes, sequential" in msg
 
     @pytest.mark.parametrize("name", ["dask", "ray"])
     def test_first_party_not_installed_says_how(

@@ -207,7 +207,7 @@ class TestHooks:
                 return shared.add.submit(2, 3).result()
 
             assert f() == 5
-        assert host.registry.names() == ["concurrent", "inline-test", "sequential"]
+        assert host.registry.names() == ["concurrent", "inline-test", "processes", "sequential"]
 
     def test_task_run_state_changed_hook(self) -> None:
         """conveyor_task_run_state_changed sees every change of every run, in order."""

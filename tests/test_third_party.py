@@ -207,7 +207,9 @@ class TestSelection:
         with pytest.raises(ConfigError, match="max_workers=0"):
             resolve_runner(host=host)
         monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"python": 5}')
-        with pytest.raises(ConfigError, match="`python=5` has the wrong type"):
+        with pytest.raises(
+            ConfigError, match=r"`python=5` \(from CONVEYOR_RUNNER_OPTIONS\) has the wrong type"
+        ):
             resolve_runner(host=host)
         monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"workers": 3}')
         with pytest.raises(ConfigError, match=r"'workers'.*max_workers, python"):

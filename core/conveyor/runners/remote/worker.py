@@ -82,8 +82,11 @@ def _error(
     records: list[dict[str, Any]],
     message: str | None = None,
 ) -> Outcome:
+    text = format_exception(exc)
     try:
-        blob: bytes | None = dumps(exc)
+        # The traceback travels as text: a pickled one (distributed installs tblib, which
+        # pickles tracebacks) would fail for a deep RecursionError.
+        blob: bytes | None = dumps(_without_tracebacks(exc))
     except BaseException as error:  # a hostile __reduce__ may raise anything
         blob = None
         if status == "error":  # the code raised an exception that cannot travel back
@@ -99,11 +102,22 @@ def _error(
         blob,
         describe_type(exc),
         message,
-        format_exception(exc),
+        text,
         reason,
         tuple(records),
         _where(),
     )
+
+
+def _without_tracebacks(exc: BaseException) -> BaseException:
+    """``exc``, and the exceptions chained to it, with their tracebacks dropped."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 _place: list[tuple[int, str]] = []
