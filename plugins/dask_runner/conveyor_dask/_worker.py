@@ -13,15 +13,19 @@ import os
 import threading
 from typing import Any
 
+from conveyor import CrashReason
 from conveyor.runners.remote import Outcome, dumps, run_packed
 from conveyor_dask import _internals
 from conveyor_dask._events import starts_topic
 
-__all__ = ["FLUSH_LIMIT", "TaskOutcome", "is_executing", "run_task"]
+__all__ = ["FLUSH_LIMIT", "TaskOutcome", "cancel_key", "is_executing", "run_task"]
 
 logger = logging.getLogger("conveyor.dask")
 
 _executing: dict[str, threading.Thread] = {}
+#: Keys the driver cancelled before their body started here (oldest first, at most _CANCELLED_KEPT).
+_cancelled: dict[str, None] = {}
+_CANCELLED_KEPT = 10_000
 _lock = threading.Lock()
 
 
@@ -80,13 +84,16 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     from distributed import get_worker  # defers importing distributed to the worker
 
     with _lock:
+        if _cancelled.pop(key, 0) is None:  # cancelled before it started: never run it
+            msg = "cancelled before it started"
+            raise TaskOutcome(Outcome("crash", reason=CrashReason.BACKEND_ERROR, error_message=msg))
         _executing[key] = threading.current_thread()
     try:
         worker = get_worker()
     except Exception:  # pragma: no cover - executed outside a worker
         worker = None
     if worker is not None and topic:
-        _announce_start(worker, starts_topic(topic, worker.address), key)
+        _announce_start(worker, [starts_topic(topic, worker.address), topic], key)
     try:
         outcome, value = run_packed(payload, *deps)
     finally:
@@ -103,9 +110,10 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
 FLUSH_LIMIT = 1.0
 
 
-def _announce_start(worker: Any, topic: str, key: str) -> bool:
+def _announce_start(worker: Any, topics: list[str], key: str) -> bool:
     """
-    Log that ``key`` starts on ``worker``, and wait (up to FLUSH_LIMIT) until the worker's
+    Log that ``key`` starts on ``worker`` (under each of ``topics``: the runner's driver marks
+    the run Running when it hears it), and wait (up to FLUSH_LIMIT) until the worker's
     batched stream to the scheduler has handed that event, and every message before it, to the
     OS. Without this, a body that kills its process within the stream's batching interval
     takes with it the "task-finished" of the run before it, which then counts as killed.
@@ -114,7 +122,7 @@ def _announce_start(worker: Any, topic: str, key: str) -> bool:
     """
     sent = threading.Event()
     written = [False]
-    msg = {"op": "log-event", "topic": topic, "msg": (key, worker.address)}
+    msg = {"op": "log-event", "topic": topics, "msg": (key, worker.address)}
     loop = _internals.worker_loop(worker)
 
     def announce() -> None:
@@ -140,6 +148,21 @@ def _announce_start(worker: Any, topic: str, key: str) -> bool:
     loop.add_callback(announce)
     sent.wait(FLUSH_LIMIT)
     return written[0]
+
+
+def cancel_key(key: str) -> int:
+    """
+    Note that ``key`` is cancelled, so its body never starts in this process; return this
+    process's pid if the body is running already, else 0 (for ``client.run``). Under the lock
+    :func:`run_task` takes to start a body, so the answer is exact.
+    """
+    with _lock:
+        if key in _executing:
+            return os.getpid()
+        _cancelled[key] = None
+        while len(_cancelled) > _CANCELLED_KEPT:
+            del _cancelled[next(iter(_cancelled))]
+        return 0
 
 
 def is_executing(key: str) -> int:
