@@ -16,7 +16,7 @@ from typing import Any
 from conveyor import CrashReason
 from conveyor.runners.remote import Outcome, dumps, run_packed
 from conveyor_dask import _internals
-from conveyor_dask._events import starts_topic
+from conveyor_dask._events import KEY_PREFIX, starts_topic
 
 __all__ = ["FLUSH_LIMIT", "TaskOutcome", "cancel_key", "is_executing", "run_task"]
 
@@ -46,6 +46,36 @@ class TaskOutcome(Exception):
 
     def __repr__(self) -> str:
         return f"TaskOutcome({self})"
+
+
+class _QuietOutcomes(logging.Filter):
+    """
+    Drops distributed's "Compute Failed" error of a conveyor task that ended by raising
+    :class:`TaskOutcome` (conveyor reports that run itself); any other worker error passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Compute Failed")
+            and isinstance(args, tuple)
+            and len(args) >= 4
+            and str(args[0]).startswith(KEY_PREFIX)
+            and str(args[3]).startswith("TaskOutcome(")
+        )
+
+
+_quiet: list[_QuietOutcomes] = []
+
+
+def _quiet_outcomes() -> None:
+    """Install :class:`_QuietOutcomes` on distributed's worker logger, once per process."""
+    if not _quiet:
+        with _lock:
+            if not _quiet:
+                _quiet.append(_QuietOutcomes())
+                logging.getLogger("distributed.worker").addFilter(_quiet[0])
 
 
 def _publish(topic: str | None, msg: Any) -> None:
@@ -83,6 +113,7 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     """
     from distributed import get_worker  # defers importing distributed to the worker
 
+    _quiet_outcomes()
     with _lock:
         if _cancelled.pop(key, 0) is None:  # cancelled before it started: never run it
             msg = "cancelled before it started"
