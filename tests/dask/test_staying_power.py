@@ -14,6 +14,7 @@ import conveyor
 from conveyor import flow
 from conveyor_dask import DaskRunner
 from tests._staying_power import (
+    check_group_interrupt,
     check_map_scale,
     check_program_interrupt,
     check_program_second_interrupt,
@@ -79,3 +80,9 @@ def test_soak_50_flows_by_address(cluster: Any) -> None:
             return watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
 
         soak(one, 20 * 4097, no_tasks_left)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_to_the_process_group(tmp_path: Path) -> None:
+    """Ctrl-C to the whole process group of `conveyor run --runner dask`, 10 times: exit 130 within 15 s, nothing left."""
+    check_group_interrupt(tmp_path, "dask", tries=10)

@@ -16,7 +16,7 @@ from conveyor_dask._connect import Connection
 from conveyor_dask._events import started_there
 from conveyor_dask._handle import RunHandle
 from conveyor_dask._results import DaskResult
-from conveyor_dask._worker import is_executing
+from conveyor_dask._worker import cancel_key
 
 __all__ = ["WorkerStopper"]
 
@@ -46,11 +46,13 @@ class WorkerStopper:
         client = self._connection.client
         if client is None:
             return True
+        # First tell every worker the key is cancelled, so none starts its body from now on and
+        # each says exactly whether it runs it already; then cancel the Dask task.
+        running = self._where_running(client, handle.key)
         try:
             client.cancel([handle.future], reason="conveyor-cancel")
         except Exception:
             logger.debug("Cancelling %s failed.", handle.key, exc_info=True)
-        running = self._where_running(client, handle.key)
         if not running:
             return True  # it never started, or already ended: it will not run
         if not self._connection.owns_cluster:
@@ -66,11 +68,14 @@ class WorkerStopper:
         self._restarts.clear()
 
     def _where_running(self, client: Any, key: str) -> dict[str, int]:
-        """The workers running the body of ``key``, with their pids (0 where unknown)."""
+        """
+        Mark ``key`` cancelled on every worker (:func:`~conveyor_dask._worker.cancel_key`); the
+        workers running its body, with their pids (0 where unknown).
+        """
         try:
             # Ask only the workers this runner has not just stopped: the scheduler may still
             # list one it killed a moment ago, and reaching it would take the connect timeout.
-            answers = client.run(is_executing, key, workers=self._live_workers(), on_error="return")
+            answers = client.run(cancel_key, key, workers=self._live_workers(), on_error="return")
             return {a: pid for a, pid in answers.items() if isinstance(pid, int) and pid}
         except Exception:
             running = {}

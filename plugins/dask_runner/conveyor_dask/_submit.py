@@ -50,9 +50,12 @@ class Submitter:
     # -- the topic of log records ---------------------------------------------------------------
 
     def subscribe(self) -> None:
-        """Replay on the driver the log records that runs publish on this runner's topic."""
+        """
+        Listen to this runner's topic: mark a run Running when its worker announces its start
+        (``(key, address)``), and replay on the driver the log records runs publish there.
+        """
         try:
-            self.connection.client.subscribe_topic(self.topic, _replay_logs)
+            self.connection.client.subscribe_topic(self.topic, self._on_event)
         except Exception:  # pragma: no cover - very old schedulers
             logger.warning("Dask scheduler does not forward events; task logs may be lost.")
 
@@ -185,21 +188,33 @@ class Submitter:
     def killed_for_memory(self, address: str | None) -> float | None:
         return _events.killed_for_memory(self.connection.client, address)
 
-
-def _replay_logs(event: Any) -> None:
-    """Hand the log records a run published (``("logs", key, bytes)``) to the driver's loggers."""
-    _, msg = event
-    try:
-        kind, key = msg[0], msg[1]
-    except Exception:  # pragma: no cover
-        return
-    if kind == "logs":
+    def _on_event(self, event: Any) -> None:
+        """One event of the runner's topic: a run's start, or the log records of a run."""
+        _, msg = event
         try:
-            records = loads(msg[2])
+            kind = msg[0]
         except Exception:  # pragma: no cover
-            logger.debug("Could not unpickle log records of %s", key, exc_info=True)
             return
-        replay_records(Outcome("ok", records=tuple(records)))
+        if kind == "logs":
+            _replay_logs(msg)
+        elif isinstance(kind, str) and kind.startswith(_events.KEY_PREFIX):
+            with self._lock:
+                attempt = self._inflight.get(kind)
+            if attempt is not None:
+                try:
+                    attempt.mark_running()
+                except Exception:  # pragma: no cover - an observer's fault is the engine's
+                    logger.debug("Marking %s running failed.", kind, exc_info=True)
+
+
+def _replay_logs(msg: Any) -> None:
+    """Hand the log records a run published (``("logs", key, bytes)``) to the driver's loggers."""
+    try:
+        records = loads(msg[2])
+    except Exception:  # pragma: no cover
+        logger.debug("Could not unpickle log records of %s", msg[1], exc_info=True)
+        return
+    replay_records(Outcome("ok", records=tuple(records)))
 
 
 def missing_resources(client: Any, wanted: dict[str, float]) -> str | None:

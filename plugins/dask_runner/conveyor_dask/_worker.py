@@ -13,15 +13,19 @@ import os
 import threading
 from typing import Any
 
+from conveyor import CrashReason
 from conveyor.runners.remote import Outcome, dumps, run_packed
 from conveyor_dask import _internals
-from conveyor_dask._events import starts_topic
+from conveyor_dask._events import KEY_PREFIX, starts_topic
 
-__all__ = ["FLUSH_LIMIT", "TaskOutcome", "is_executing", "run_task"]
+__all__ = ["FLUSH_LIMIT", "TaskOutcome", "cancel_key", "is_executing", "run_task"]
 
 logger = logging.getLogger("conveyor.dask")
 
 _executing: dict[str, threading.Thread] = {}
+#: Keys the driver cancelled before their body started here (oldest first, at most _CANCELLED_KEPT).
+_cancelled: dict[str, None] = {}
+_CANCELLED_KEPT = 10_000
 _lock = threading.Lock()
 
 
@@ -42,6 +46,36 @@ class TaskOutcome(Exception):
 
     def __repr__(self) -> str:
         return f"TaskOutcome({self})"
+
+
+class _QuietOutcomes(logging.Filter):
+    """
+    Drops distributed's "Compute Failed" error of a conveyor task that ended by raising
+    :class:`TaskOutcome` (conveyor reports that run itself); any other worker error passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Compute Failed")
+            and isinstance(args, tuple)
+            and len(args) >= 4
+            and str(args[0]).startswith(KEY_PREFIX)
+            and str(args[3]).startswith("TaskOutcome(")
+        )
+
+
+_quiet: list[_QuietOutcomes] = []
+
+
+def _quiet_outcomes() -> None:
+    """Install :class:`_QuietOutcomes` on distributed's worker logger, once per process."""
+    if not _quiet:
+        with _lock:
+            if not _quiet:
+                _quiet.append(_QuietOutcomes())
+                logging.getLogger("distributed.worker").addFilter(_quiet[0])
 
 
 def _publish(topic: str | None, msg: Any) -> None:
@@ -79,14 +113,18 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     """
     from distributed import get_worker  # defers importing distributed to the worker
 
+    _quiet_outcomes()
     with _lock:
+        if _cancelled.pop(key, 0) is None:  # cancelled before it started: never run it
+            msg = "cancelled before it started"
+            raise TaskOutcome(Outcome("crash", reason=CrashReason.BACKEND_ERROR, error_message=msg))
         _executing[key] = threading.current_thread()
     try:
         worker = get_worker()
     except Exception:  # pragma: no cover - executed outside a worker
         worker = None
     if worker is not None and topic:
-        _announce_start(worker, starts_topic(topic, worker.address), key)
+        _announce_start(worker, [starts_topic(topic, worker.address), topic], key)
     try:
         outcome, value = run_packed(payload, *deps)
     finally:
@@ -103,9 +141,10 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
 FLUSH_LIMIT = 1.0
 
 
-def _announce_start(worker: Any, topic: str, key: str) -> bool:
+def _announce_start(worker: Any, topics: list[str], key: str) -> bool:
     """
-    Log that ``key`` starts on ``worker``, and wait (up to FLUSH_LIMIT) until the worker's
+    Log that ``key`` starts on ``worker`` (under each of ``topics``: the runner's driver marks
+    the run Running when it hears it), and wait (up to FLUSH_LIMIT) until the worker's
     batched stream to the scheduler has handed that event, and every message before it, to the
     OS. Without this, a body that kills its process within the stream's batching interval
     takes with it the "task-finished" of the run before it, which then counts as killed.
@@ -114,7 +153,7 @@ def _announce_start(worker: Any, topic: str, key: str) -> bool:
     """
     sent = threading.Event()
     written = [False]
-    msg = {"op": "log-event", "topic": topic, "msg": (key, worker.address)}
+    msg = {"op": "log-event", "topic": topics, "msg": (key, worker.address)}
     loop = _internals.worker_loop(worker)
 
     def announce() -> None:
@@ -140,6 +179,21 @@ def _announce_start(worker: Any, topic: str, key: str) -> bool:
     loop.add_callback(announce)
     sent.wait(FLUSH_LIMIT)
     return written[0]
+
+
+def cancel_key(key: str) -> int:
+    """
+    Note that ``key`` is cancelled, so its body never starts in this process; return this
+    process's pid if the body is running already, else 0 (for ``client.run``). Under the lock
+    :func:`run_task` takes to start a body, so the answer is exact.
+    """
+    with _lock:
+        if key in _executing:
+            return os.getpid()
+        _cancelled[key] = None
+        while len(_cancelled) > _CANCELLED_KEPT:
+            del _cancelled[next(iter(_cancelled))]
+        return 0
 
 
 def is_executing(key: str) -> int:

@@ -179,6 +179,11 @@ class LocalProcessCluster(LocalCluster):
         if kwargs.get("processes") is False and not kwargs.get("protocol"):
             # LocalCluster would pick inproc://, which cannot reach another process.
             kwargs["protocol"] = "tcp://"
+        if kwargs.get("processes", True) is not False:
+            # Worker processes ignore a Ctrl-C sent to the whole group: the driver stops them.
+            preload = kwargs.get("preload") or []
+            preload = [preload] if isinstance(preload, str) else list(preload)
+            kwargs["preload"] = [*preload, "conveyor_dask._preload"]
         try:
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         except BaseException:
