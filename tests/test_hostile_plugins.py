@@ -231,3 +231,35 @@ class TestSilentRunner:
             stalls()
         reporter.join(30)
         assert "still waiting for 1 run(s): add_one-1 (Pending)" in caplog.text
+
+
+class TestSlowPlugin:
+    @pytest.mark.timeout(60)
+    def test_a_slow_plugin_import_is_named_while_it_goes_on(
+        self, site: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A plugin whose import takes longer than the bound is named in a warning while the
+        import still runs; once it finishes, its runners load."""
+        from conveyor.plugins import manager
+
+        gate = site / "gate"
+        source = (
+            "import os, time\n"
+            f"deadline = time.monotonic() + 30\n"
+            f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
+            "    time.sleep(0.01)\n" + GOOD.replace("Good", "Slow").replace('"good"', '"slow"')
+        )
+        _install(site, "slow", source)
+        monkeypatch.setattr(manager, "SLOW_IMPORT_SECONDS", 0.2)
+        caplog.set_level("WARNING", logger="conveyor.plugins")
+
+        def open_gate_once_warned() -> None:
+            wait_until(lambda: "takes more than" in caplog.text, 30)
+            gate.touch()
+
+        opener = threading.Thread(target=open_gate_once_warned, daemon=True)
+        opener.start()
+        names = PluginHost().registry.names()
+        opener.join(30)
+        assert "Importing conveyor plugin 'slow'" in caplog.text
+        assert "slow" in names
