@@ -4,3 +4,5 @@ JSON summary, the CLI's log handler and typed flow parameters.
 """
 
 from __future__ import annotations
+
+__all__: list[str] = []
