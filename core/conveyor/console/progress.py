@@ -23,12 +23,10 @@ from typing import Any, Protocol
 from conveyor.run_record import RunRecord
 from conveyor.states import StateType
 
-__all__ = ["PROGRESS_ENV", "Display", "ProgressSource", "progress_wanted", "start_display"]
+__all__ = ["Display", "ProgressSource", "start_display"]
 
 logger = logging.getLogger("conveyor")
 
-#: ``CONVEYOR_PROGRESS=1`` shows live progress for every flow run (``0`` for none).
-PROGRESS_ENV = "CONVEYOR_PROGRESS"
 REFRESH_PER_SECOND = 4
 
 _ORDER = (
@@ -64,13 +62,6 @@ class ProgressSource(Protocol):
     def submitted_counts(self) -> dict[str, int]:
         """Runs submitted so far, by task name."""
         ...
-
-
-def progress_wanted(explicit: bool | None) -> bool:
-    """Whether a flow run shows progress: ``explicit`` if given, else ``CONVEYOR_PROGRESS``."""
-    if explicit is not None:
-        return explicit
-    return os.environ.get(PROGRESS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _visible() -> bool:
