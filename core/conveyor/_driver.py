@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor import _prints
 from conveyor._context import log_names_var, sync_caller_var
 from conveyor.run_logging import install_record_factory
 from conveyor.runners.protocol import Runner
@@ -158,7 +157,9 @@ def _perform(flow_run: DrivenRun, op: str, args: tuple[Any, ...], kwargs: dict[s
         token = sync_caller_var.set(True)
         try:
             if flow_run.log_prints:
-                with _prints.capturing():
+                from conveyor._prints import capturing  # deferred: only flows logging prints
+
+                with capturing():
                     return flow_run.body(*args, **kwargs)
             return flow_run.body(*args, **kwargs)
         finally:
@@ -180,7 +181,9 @@ async def _perform_async(
         try:
             body: Coroutine[Any, Any, Any] = flow_run.body(*args, **kwargs)
             if flow_run.log_prints:
-                with _prints.capturing():
+                from conveyor._prints import capturing  # deferred: only flows logging prints
+
+                with capturing():
                     return await body
             return await body
         finally:

@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Deferred: what only `run` and `config` need (config files, psutil, the flow loader)
         # stays out of `conveyor runners` and `--help`.
         if args.command == "config":
-            from conveyor.console.config_view import config_command  # deferred, as above
+            from conveyor.console.config_view import config_command  # deferred: see above
 
             return config_command(args)
         if args.target is None:
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.print_help()
                 return EXIT_OK
             run.error("give the flow to run, FILE.py:FLOW or module:FLOW")
-        from conveyor.console.run_command import run_command  # deferred, as above
+        from conveyor.console.run_command import run_command  # deferred: see above
 
         return run_command(args)
     except (ConfigError, PluginError) as exc:

@@ -246,8 +246,8 @@ def build_runner(
         expected = hints.get(field.name)
         if expected is not None and not matches_type(value, expected):
             msg = (
-                f"Runner {name!r}: option `{key}={value!r}`{where(key)} has the wrong type; it "
-                f"takes {type_name(expected)}. Options: {', '.join(sorted(accepted))}."
+                f"Runner {name!r}: option `{key}={value!r}` has the wrong type; it takes "
+                f"{type_name(expected)}{where(key)}. Options: {', '.join(sorted(accepted))}."
             )
             raise ConfigError(msg)
     try:

@@ -144,6 +144,11 @@ class FlowRun:
             self._counters[task_name] = n
         return f"{task_name}-{n}"
 
+    def submitted_counts(self) -> dict[str, int]:
+        """Task runs created so far, by task name (for the progress display)."""
+        with self._lock:
+            return dict(self._counters)
+
     def began(self) -> None:
         """The runner started and the body is about to run: the clock and the display start."""
         self.record.started = time.monotonic()
@@ -174,7 +179,10 @@ class FlowRun:
         """Remove the live progress display, if one is shown; idempotent."""
         display, self._display = self._display, None
         if display is not None:
-            display.close()
+            try:
+                display.close()
+            except Exception:  # a display that cannot be drawn never breaks the run
+                logger.warning("The live progress display failed to close.", exc_info=True)
 
     def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
         """A task run of this flow run changed state."""
@@ -249,9 +257,7 @@ class FlowRun:
         run = TaskRun(fn, task.is_async, options, self, runner, args, kwargs)
         with self._lock:
             self._inflight.add(run)
-        events = self.events
-        if events is not None:
-            events.append((options.name, None, StateType.PENDING))
+
         run.start()
         if runner.concurrency is ConcurrencyType.SEQUENTIAL:
             run.future.wait_unobserved()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
-from conveyor.console.progress import progress_wanted
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
@@ -23,7 +23,18 @@ from conveyor.runners.protocol import Runner
 from conveyor.states import State
 from conveyor.tasks import flow_run_var
 
-__all__ = ["Flow", "FlowRun", "current_flow_run", "flow"]
+__all__ = ["PROGRESS_ENV", "Flow", "FlowRun", "current_flow_run", "flow", "progress_wanted"]
+
+#: ``CONVEYOR_PROGRESS=1`` shows live progress for every flow run (``0`` for none).
+PROGRESS_ENV = "CONVEYOR_PROGRESS"
+
+
+def progress_wanted(explicit: bool | None) -> bool:
+    """Whether a flow run shows progress: ``explicit`` if given, else ``CONVEYOR_PROGRESS``."""
+    if explicit is not None:
+        return explicit
+    return os.environ.get(PROGRESS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -16,13 +16,10 @@ time (``datetime.fromtimestamp(record.wall_origin + t)``).
 from __future__ import annotations
 
 import heapq
-import statistics
 import time
 from array import array
 from collections.abc import Iterator
 from typing import Any, NamedTuple
-
-import attrs
 
 from conveyor.exceptions import safe_str, shorten
 from conveyor.states import State
@@ -87,8 +84,7 @@ class TaskRunRecord(NamedTuple):
         return None if start is None else self.end - start
 
 
-@attrs.frozen
-class Failure:
+class Failure(NamedTuple):
     """A task run (or the flow body) that did not complete: its message and where it raised."""
 
     name: str
@@ -138,13 +134,18 @@ class RunDetail:
         )
 
 
-@attrs.define
 class TaskSummary:
     """Per task name: runs by state name, and the duration of every run that started."""
 
-    task_name: str
-    states: dict[str, int] = attrs.Factory(dict)
-    durations: array[float] = attrs.Factory(lambda: array("d"))
+    __slots__ = ("durations", "states", "task_name")
+
+    def __init__(self, task_name: str) -> None:
+        self.task_name = task_name
+        self.states: dict[str, int] = {}
+        self.durations: array[float] = array("d")
+
+    def __repr__(self) -> str:
+        return f"<TaskSummary {self.task_name}: {self.states}>"
 
     @property
     def runs(self) -> int:
@@ -154,7 +155,11 @@ class TaskSummary:
     @property
     def median(self) -> float | None:
         """The median duration in seconds, or None if no run started."""
-        return statistics.median(self.durations) if self.durations else None
+        if not self.durations:
+            return None
+        ordered = sorted(self.durations)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
     @property
     def longest(self) -> float | None:
@@ -162,7 +167,6 @@ class TaskSummary:
         return max(self.durations) if self.durations else None
 
 
-@attrs.define
 class RunRecord:
     """
     What happened in one flow run. Filled while it runs; complete once the flow call returned.
@@ -173,21 +177,35 @@ class RunRecord:
     ``task_runs`` one record per task run when ``record_runs`` was on (else None).
     """
 
-    flow_run_id: str
-    flow_run_name: str
-    flow_name: str
-    runner_name: str
-    runner_options: dict[str, Any] = attrs.Factory(dict)
-    wall_origin: float = attrs.Factory(lambda: time.time() - time.monotonic())
-    started: float | None = None
-    ended: float | None = None
-    state: Any = None
-    dashboard: str | None = None
-    tasks: dict[str, TaskSummary] = attrs.Factory(dict)
-    failures: list[Failure] = attrs.Factory(list)
-    task_runs: list[TaskRunRecord] | None = None
-    _slowest: list[tuple[float, str, str]] = attrs.Factory(list)
-    _floor: float = -1.0  # the shortest of the slowest runs kept, once there are SLOWEST
+    def __init__(
+        self,
+        flow_run_id: str,
+        flow_run_name: str,
+        flow_name: str,
+        runner_name: str,
+        runner_options: dict[str, Any] | None = None,
+        *,
+        task_runs: list[TaskRunRecord] | None = None,
+    ) -> None:
+        self.flow_run_id = flow_run_id
+        self.flow_run_name = flow_run_name
+        self.flow_name = flow_name
+        self.runner_name = runner_name
+        self.runner_options: dict[str, Any] = dict(runner_options or {})
+        self.wall_origin = time.time() - time.monotonic()
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.state: State[Any] | None = None
+        self.dashboard: str | None = None
+        self.tasks: dict[str, TaskSummary] = {}
+        self.failures: list[Failure] = []
+        self.task_runs = task_runs
+        self._slowest: list[tuple[float, str, str]] = []
+        self._floor = -1.0  # the shortest of the slowest runs kept, once there are SLOWEST
+
+    def __repr__(self) -> str:
+        state = "running" if self.state is None else self.state.name
+        return f"<RunRecord {self.flow_run_name} {state}>"
 
     @property
     def elapsed(self) -> float | None:

@@ -21,7 +21,6 @@ import importlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from conveyor._prints import wrap as wrap_prints
 from conveyor.exceptions import ConfigError, NoFlowRunError
 from conveyor.futures import RunFuture
 from conveyor.options import OPTION_NAMES, TaskOptions, make_options
@@ -121,7 +120,9 @@ class Task(Generic[P, R]):
         """
         wrapped = self._printing.get(active)
         if wrapped is None:
-            wrapped = self._printing[active] = wrap_prints(self.fn, self.is_async, self, active)
+            from conveyor._prints import wrap  # deferred: only tasks that log their prints
+
+            wrapped = self._printing[active] = wrap(self.fn, self.is_async, self, active)
         return wrapped
 
     @property

@@ -5,12 +5,14 @@ removed, for ``conveyor run``, which prints its report next) when the flow run e
 
 The engine counts, not a plugin hook: while a display is shown, the flow run appends
 ``(task name, old state type, new state type)`` to a deque at each change (about 70 ns), and
-the display's refresh drains it. Without a display nothing is appended. Drawing is
+the display's refresh counts it in one C call; how many runs were submitted it reads from the
+flow run's run-name counters. Without a display nothing is appended. Drawing is
 `rich <https://rich.readthedocs.io>`_'s, imported only when a display is shown.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -21,12 +23,10 @@ from typing import Any, Protocol
 from conveyor.run_record import RunRecord
 from conveyor.states import StateType
 
-__all__ = ["PROGRESS_ENV", "Display", "ProgressSource", "progress_wanted", "start_display"]
+__all__ = ["Display", "ProgressSource", "start_display"]
 
 logger = logging.getLogger("conveyor")
 
-#: ``CONVEYOR_PROGRESS=1`` shows live progress for every flow run (``0`` for none).
-PROGRESS_ENV = "CONVEYOR_PROGRESS"
 REFRESH_PER_SECOND = 4
 
 _ORDER = (
@@ -59,12 +59,9 @@ class ProgressSource(Protocol):
     events: deque[tuple[str, StateType | None, StateType]] | None
     progress_transient: bool
 
-
-def progress_wanted(explicit: bool | None) -> bool:
-    """Whether a flow run shows progress: ``explicit`` if given, else ``CONVEYOR_PROGRESS``."""
-    if explicit is not None:
-        return explicit
-    return os.environ.get(PROGRESS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    def submitted_counts(self) -> dict[str, int]:
+        """Runs submitted so far, by task name."""
+        ...
 
 
 def _visible() -> bool:
@@ -114,6 +111,7 @@ class Display:
         self.counts: dict[str, Counter[StateType]] = {}
         self.rows: dict[str, Any] = {}
         self._drain_lock = threading.Lock()
+        self._retired: tuple[deque[tuple[str, StateType | None, StateType]], int] = (deque(), 0)
         source.events = deque()
         self.progress = progress_class(
             self,
@@ -129,31 +127,41 @@ class Display:
         rich's lock) never waits here: if another drain runs, or this thread's own (adding a
         row redraws), it goes on with the rows as they are.
         """
-        events = self.source.events
-        if events is None or not self._drain_lock.acquire(blocking):
+        if self.source.events is None or not self._drain_lock.acquire(blocking):
             return
         try:
-            self._apply(events)
+            self._apply()
         finally:
             self._drain_lock.release()
 
-    def _apply(self, events: deque[tuple[str, StateType | None, StateType]]) -> None:
-        batch = Counter([events.popleft() for _ in range(len(events))])
-        for (name, old, new), k in batch.items():
+    def _apply(self) -> None:
+        # Swap in a fresh deque and count the old one in one C call (no thread can append
+        # meanwhile). A thread that fetched the old deque just before the swap may still
+        # append to it: the next drain counts what came after.
+        old, self.source.events = self.source.events, deque()
+        assert old is not None
+        batch = Counter(old)
+        seen = sum(batch.values())
+        retired, counted = self._retired
+        batch.update(list(itertools.islice(retired, counted, None)))
+        self._retired = (old, seen)
+        for (name, old_type, new_type), k in batch.items():
             counts = self.counts.get(name)
             if counts is None:
                 counts = self.counts[name] = Counter()
-            if old is not None:
-                counts[old] -= k
-            counts[new] += k
-        for name, counts in self.counts.items():
-            self._update_row(name, counts)
+            if old_type is StateType.RUNNING:
+                counts[StateType.RUNNING] -= k
+            counts[new_type] += k
+        submitted = self.source.submitted_counts()
+        for name, total in submitted.items():
+            self._update_row(name, self.counts.setdefault(name, Counter()), total)
 
-    def _update_row(self, name: str, counts: Counter[StateType]) -> None:
+    def _update_row(self, name: str, counts: Counter[StateType], total: int) -> None:
         final = sum(counts[t] for t in _FINAL)
-        total = sum(counts[t] for t in _ORDER)
-        parts = [f"[{_STYLE[t]}]{counts[t]} {t.value.lower()}[/]" for t in _ORDER[:3]]
-        parts += [f"[{_STYLE[t]}]{counts[t]} {t.value.lower()}[/]" for t in _FINAL[1:] if counts[t]]
+        shown = Counter(counts)
+        shown[StateType.PENDING] = max(0, total - final - counts[StateType.RUNNING])
+        parts = [f"[{_STYLE[t]}]{shown[t]} {t.value.lower()}[/]" for t in _ORDER[:3]]
+        parts += [f"[{_STYLE[t]}]{shown[t]} {t.value.lower()}[/]" for t in _FINAL[1:] if shown[t]]
         states = " · ".join(parts)
         row = self.rows.get(name)
         if row is None:
@@ -170,8 +178,7 @@ class Display:
                 return
             _shown.remove(self)
         try:
-            self.drain(blocking=True)
-            self.progress.refresh()
+            self.drain(blocking=True)  # stop() draws the last frame
         finally:
             self.progress.stop()
             self.source.events = None

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from conveyor.console import logs
 from conveyor.console.output import own_stdout
 from conveyor.console.params import bind_params, describe_parameters, signature_text
-from conveyor.console.progress import PROGRESS_ENV, progress_wanted
 from conveyor.console.report import render_report, summary
 from conveyor.exceptions import (
     BackendUnavailable,
@@ -29,6 +28,7 @@ from conveyor.exceptions import (
     Terminated,
     describe,
 )
+from conveyor.flows import PROGRESS_ENV, progress_wanted
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.plugins.manager import get_host
 from conveyor.states import Cancelled, State, StateType
