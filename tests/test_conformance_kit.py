@@ -148,6 +148,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("liar", sorted(CASES))
 def test_the_kit_catches_a_liar(
