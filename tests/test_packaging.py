@@ -139,7 +139,7 @@ class TestDaskExtra:
         """`conveyor runners` lists dask from conveyor-dask, the built-ins, and no ray."""
         listed = dask_venv.runners()
         runners = {r["name"]: r for r in listed["runners"]}
-        assert set(runners) == {"sequential", "concurrent", "dask"}
+        assert set(runners) == {"sequential", "concurrent", "processes", "dask"}
         assert runners["dask"]["distribution"] == "conveyor-dask"
         assert runners["sequential"]["distribution"] == "conveyor"
         assert listed["problems"] == []
@@ -200,7 +200,7 @@ class TestCoreAlone:
 
     def test_lists_only_the_builtins_and_names_the_extra(self, core_venv: Venv) -> None:
         """The core alone has sequential and concurrent; asking for dask names the pip command."""
-        assert {r["name"] for r in core_venv.runners()["runners"]} == {"sequential", "concurrent"}
+        assert {r["name"] for r in core_venv.runners()["runners"]} == {"sequential", "concurrent", "processes"}
         done = _run(
             [
                 core_venv.bin / "conveyor",
