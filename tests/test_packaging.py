@@ -200,7 +200,11 @@ class TestCoreAlone:
 
     def test_lists_only_the_builtins_and_names_the_extra(self, core_venv: Venv) -> None:
         """The core alone has sequential and concurrent; asking for dask names the pip command."""
-        assert {r["name"] for r in core_venv.runners()["runners"]} == {"sequential", "concurrent", "processes"}
+        assert {r["name"] for r in core_venv.runners()["runners"]} == {
+            "sequential",
+            "concurrent",
+            "processes",
+        }
         done = _run(
             [
                 core_venv.bin / "conveyor",
