@@ -208,7 +208,8 @@ class TestSelection:
             resolve_runner(host=host)
         monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"python": 5}')
         with pytest.raises(
-            ConfigError, match=r"`python=5` \(from CONVEYOR_RUNNER_OPTIONS\) has the wrong type"
+            ConfigError,
+            match=r"`python=5` has the wrong type; it takes str \| None \(from CONVEYOR_RUNNER_OPTIONS\)",
         ):
             resolve_runner(host=host)
         monkeypatch.setenv("CONVEYOR_RUNNER_OPTIONS", '{"workers": 3}')
