@@ -71,7 +71,7 @@ def test_greetings_in_order_on_sequential(runner: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # Threads may interleave their prints, so count words, in what came before the report.
     printed = proc.stdout.split("\nflow run ")[0]
-    assert printed.count("hello ") == printed.count("goodbye ") == 4
+    assert printed.count("hello ") == printed.count("goodbye ") == 4, proc.stdout + proc.stderr
     if runner == "sequential":
         said = [line for line in printed.splitlines() if line.startswith(("hello", "goodbye"))]
         assert said[:2] == ["hello arthur", "goodbye arthur"]

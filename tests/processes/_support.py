@@ -303,6 +303,9 @@ class Job:
 
         if not wait_until(check, limit, interval=0.02):
             raise AssertionError(f"timed out; output:\n{self.stdout()}\n{self.stderr()}")
+        # What made the condition true (a worker that wrote its file) may have started after
+        # the last walk: walk once more, so the caller's view of the tree includes it.
+        self.walk()
 
     def signal(self, sig: int = signal.SIGINT) -> None:
         """Send ``sig`` to the job's whole process group, as a terminal does on Ctrl-C."""
@@ -323,9 +326,18 @@ class Job:
             reader.join(BOUND)
         return took
 
-    def leftovers(self) -> list[psutil.Process]:
-        """The processes the job had that still run."""
-        return [p for p in self.seen.values() if not gone(p.pid)]
+    def leftovers(self, settle: float = 5.0) -> list[psutil.Process]:
+        """
+        The processes the job had that still run, ``settle`` seconds (at most) after it
+        exited: a worker the driver SIGKILLed as it exited may take a moment to be reaped on a
+        loaded machine; one that is still running after that was left behind.
+        """
+
+        def alive() -> list[psutil.Process]:
+            return [p for p in self.seen.values() if not gone(p.pid)]
+
+        wait_until(lambda: not alive(), settle, interval=0.02)
+        return alive()
 
     def stdout(self) -> str:
         return "".join(self._lines["out"])
