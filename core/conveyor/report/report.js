@@ -31,8 +31,9 @@
   }
   function row(table, cells, head) {
     var tr = el("tr");
-    cells.forEach(function (c) {
-      var td = el(head ? "th" : "td", c.attrs || null, c.text != null ? c.text : c);
+    cells.forEach(function (c, k) {
+      var tag = head === true || (head === "first" && k === 0) ? "th" : "td";
+      var td = el(tag, c.attrs || null, c.text != null ? c.text : c);
       tr.appendChild(td);
     });
     table.appendChild(tr);
@@ -66,17 +67,17 @@
         (F.message ? ": " + F.message : ".")));
     }
     var t = el("table", { id: "flow-table" });
-    row(t, [{ text: "Flow" }, F.name], true);
-    row(t, [{ text: "Flow run" }, F.run], true);
-    row(t, [{ text: "State" }, { text: F.state, attrs: { id: "flow-state-cell" } }], true);
-    if (F.message) row(t, [{ text: "Message" }, F.message], true);
-    row(t, [{ text: "Runner" }, F.runner], true);
-    row(t, [{ text: "Runner options" }, JSON.stringify(F.options)], true);
-    if (F.dashboard) row(t, [{ text: "Dashboard" }, F.dashboard], true);
-    row(t, [{ text: "Started" }, F.started_at || "–"], true);
-    row(t, [{ text: "Elapsed" }, { text: fmt(F.elapsed_ms), attrs: { id: "elapsed" } }], true);
+    row(t, [{ text: "Flow" }, F.name], "first");
+    row(t, [{ text: "Flow run" }, F.run], "first");
+    row(t, [{ text: "State" }, { text: F.state, attrs: { id: "flow-state-cell" } }], "first");
+    if (F.message) row(t, [{ text: "Message" }, F.message], "first");
+    row(t, [{ text: "Runner" }, F.runner], "first");
+    row(t, [{ text: "Runner options" }, JSON.stringify(F.options)], "first");
+    if (F.dashboard) row(t, [{ text: "Dashboard" }, F.dashboard], "first");
+    row(t, [{ text: "Started" }, F.started_at || "–"], "first");
+    row(t, [{ text: "Elapsed" }, { text: fmt(F.elapsed_ms), attrs: { id: "elapsed" } }], "first");
     row(t, [{ text: "Task runs" }, { text: String(sumCounts()), attrs: { id: "total-runs" } }],
-      true);
+      "first");
     body.appendChild(t);
     var states = Object.keys(D.counts).sort();
     var c = el("table", { id: "counts" });
