@@ -169,6 +169,13 @@
     hover(byLane);
     var started = 0;
     for (var r = 0; r < nRuns; r++) if (perRun[r] && hasStart(r)) started++;
+    if (D.recorded && started < nRuns) {
+      var never = {};
+      for (r = 0; r < nRuns; r++) if (!hasStart(r)) never[str(R.state[r])] = (never[str(R.state[r])] || 0) + 1;
+      $("timeline-wrap").insertAdjacentElement("afterend", el("p", { "class": "muted",
+        id: "never-started" }, (nRuns - started) + " run(s) never started, so have no bar: " +
+        Object.keys(never).sort().map(function (s) { return never[s] + " " + s; }).join(", ") + "."));
+    }
     check.dataset.bars = String(drawn);
     check.dataset.lanes = String(lanes.length);
     check.dataset.laneNames = JSON.stringify(lanes);
