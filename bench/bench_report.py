@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.report
 
-from conveyor import flow, task  # noqa: E402
-from conveyor.report import write_report  # noqa: E402
-from conveyor.run_record import RunRecord  # noqa: E402
-from tests.report._browser import check_attributes, chromium_missing, dump_dom  # noqa: E402
-from tests.report._support import synthetic_record  # noqa: E402
+from conveyor import flow, task
+from conveyor.report import write_report
+from conveyor.run_record import RunRecord
+from tests.report._browser import check_attributes, chromium_missing, dump_dom
+from tests.report._support import synthetic_record
 
 
 @task

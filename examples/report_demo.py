@@ -13,7 +13,6 @@ import time
 
 from conveyor import flow, task
 
-
 _tried: set[int] = set()
 
 

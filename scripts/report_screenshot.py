@@ -36,9 +36,14 @@ def main() -> int:
         page = Path(tmp) / "run.html"
         proc = subprocess.run(
             [
-                sys.executable, "-m", "conveyor", "run",
+                sys.executable,
+                "-m",
+                "conveyor",
+                "run",
                 str(ROOT / "examples" / "report_demo.py") + ":report_demo",
-                "--report", str(page), "--no-progress",
+                "--report",
+                str(page),
+                "--no-progress",
             ],
             capture_output=True,
             text=True,

@@ -66,7 +66,9 @@ def synthetic_record(runs: int, *, failed_every: int = 10, lanes: int = 8) -> Ru
         start = 100.0 + i * 0.001
         where = f"thread conveyor-worker-{i % lanes + 1}"
         failed = i % failed_every == 0
-        attempts = [AttemptRecord(1, start, start + 0.004, where, "Failed" if failed else "Completed")]
+        attempts = [
+            AttemptRecord(1, start, start + 0.004, where, "Failed" if failed else "Completed")
+        ]
         if failed:
             attempts.append(AttemptRecord(2, start + 0.005, start + 0.008, where, "Failed"))
         end = attempts[-1].end
@@ -74,15 +76,31 @@ def synthetic_record(runs: int, *, failed_every: int = 10, lanes: int = 8) -> Ru
         upstream = (f"r{i - 1}",) if i else ()
         record.task_runs.append(
             TaskRunRecord(
-                f"r{i}", f"{task_name}-{i}", task_name, state.name, state.type.value,
-                state.message, None, start - 0.0005, end, tuple(attempts), upstream,
+                f"r{i}",
+                f"{task_name}-{i}",
+                task_name,
+                state.name,
+                state.type.value,
+                state.message,
+                None,
+                start - 0.0005,
+                end,
+                tuple(attempts),
+                upstream,
             )
         )
         record.count(task_name, f"{task_name}-{i}", state.name, end - start)
         if failed:
             record.failures.append(
-                Failure(f"{task_name}-{i}", task_name, "Failed", state.message, None,
-                        "pipeline.py:12 in fetch", tb + f"ValueError: item {i} is broken\n")
+                Failure(
+                    f"{task_name}-{i}",
+                    task_name,
+                    "Failed",
+                    state.message,
+                    None,
+                    "pipeline.py:12 in fetch",
+                    tb + f"ValueError: item {i} is broken\n",
+                )
             )
     record.ended = 100.0 + runs * 0.001 + 0.01
     record.state = Failed(ValueError("x"), f"{runs // failed_every} task run(s) did not complete")

@@ -66,8 +66,15 @@ def _report_of(runner: str, reports: dict[str, Path], folder: Path) -> Path:
     if runner not in reports:
         (folder / "mixed.py").write_text(MIXED_FLOW)
         proc = run_cli(
-            "run", "mixed.py:mixed", "--runner", runner, "--report", "run.html",
-            "--no-progress", cwd=folder, timeout=300,
+            "run",
+            "mixed.py:mixed",
+            "--runner",
+            runner,
+            "--report",
+            "run.html",
+            "--no-progress",
+            cwd=folder,
+            timeout=300,
         )
         assert proc.returncode == 1, proc.stderr[-3000:]
         reports[runner] = folder / "run.html"
@@ -75,7 +82,9 @@ def _report_of(runner: str, reports: dict[str, Path], folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_lanes_and_bars_for_every_run(runner: str, reports: dict[str, Path], tmp_path: Path) -> None:
+def test_lanes_and_bars_for_every_run(
+    runner: str, reports: dict[str, Path], tmp_path: Path
+) -> None:
     """Every attempt that started is a bar, every run that started has one, on a known lane."""
     page = _report_of(runner, reports, tmp_path)
     data = _data(page)

@@ -56,7 +56,9 @@ def test_counts_match_the_flow_runs_states() -> None:
     assert {t["name"]: t["states"] for t in data["tasks"]} == per_task
     # 6 completed flaky runs with one attempt, 3 failed ones with two, and add.
     assert len(data["attempts"]["run"]) == 6 + 3 * 2 + 1
-    assert all(w >= 0 and data["strings"][w].startswith("thread ") for w in data["attempts"]["where"])
+    assert all(
+        w >= 0 and data["strings"][w].startswith("thread ") for w in data["attempts"]["where"]
+    )
     assert data["flow"]["state"] == "Failed" and data["flow"]["runner"] == "concurrent"
     assert len(data["failures"]) == 3
     assert all("ValueError: bad" in f["traceback"] for f in data["failures"])

@@ -76,11 +76,14 @@ def test_an_unwritable_path_stops_the_flow_before_it_runs(tmp_path: Path) -> Non
 
 
 def test_the_cli_refuses_an_unwritable_path_with_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "mixed.py").write_text(MIXED_FLOW.replace("def mixed(", "def mixed_(") + """
+    (tmp_path / "mixed.py").write_text(
+        MIXED_FLOW.replace("def mixed(", "def mixed_(")
+        + """
 @flow
 def mixed() -> None:
     pathlib.Path("ran").touch()
-""")
+"""
+    )
     proc = run_cli("run", "mixed.py:mixed", "--report", "nowhere/run.html", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -118,8 +121,18 @@ def test_ctrl_c_writes_a_report_that_says_interrupted(tmp_path: Path) -> None:
     (tmp_path / "mixed.py").write_text(MIXED_FLOW)
     with open(tmp_path / "err.txt", "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "run", "mixed.py:long", "--report", "run.html",
-             "--no-progress", "--runner", "concurrent"],
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "run",
+                "mixed.py:long",
+                "--report",
+                "run.html",
+                "--no-progress",
+                "--runner",
+                "concurrent",
+            ],
             cwd=tmp_path,
             env=clean_env(),
             stdout=subprocess.DEVNULL,
