@@ -53,9 +53,13 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
         )
 
 
-def dump_dom(page: Path) -> str:
-    """The DOM of ``page`` once its scripts ran (the report draws everything on load)."""
-    done = _run(["--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()])
+def dump_dom(page: Path, fragment: str = "") -> str:
+    """
+    The DOM of ``page`` (opened at ``#fragment`` if given) once its scripts ran (the report
+    draws everything on load).
+    """
+    uri = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+    done = _run(["--virtual-time-budget=10000", "--dump-dom", uri])
     assert done.returncode == 0 and "<html" in done.stdout, done.stderr[-2000:]
     return done.stdout
 

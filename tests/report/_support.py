@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from conveyor.run_record import AttemptRecord, Failure, RunRecord, TaskRunRecord
 from conveyor.states import Completed, Failed
 
@@ -49,6 +53,14 @@ MIXED_COUNTS = {
     "fetch": {"Completed": 5, "Failed": 1},
     "total": {"Completed": 1},
 }
+
+
+def report_document(path: Path) -> dict[str, Any]:
+    """The ``conveyor.report/1`` document embedded in the report at ``path``."""
+    page = path.read_text(encoding="utf-8")
+    start = page.index('id="report-data">') + len('id="report-data">')
+    doc: dict[str, Any] = json.loads(page[start : page.index("</script>", start)])
+    return doc
 
 
 def synthetic_record(runs: int, *, failed_every: int = 10, lanes: int = 8) -> RunRecord:

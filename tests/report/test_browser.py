@@ -21,7 +21,7 @@ from tests.report._browser import (
     pixel_stats,
     screenshot,
 )
-from tests.report._support import MIXED_COUNTS, MIXED_FLOW, synthetic_record
+from tests.report._support import MIXED_COUNTS, MIXED_FLOW, report_document, synthetic_record
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
@@ -42,12 +42,6 @@ RUNNERS = [
         for name in ("dask", "ray")
     ),
 ]
-
-
-def _data(path: Path) -> dict:
-    page = path.read_text(encoding="utf-8")
-    start = page.index('id="report-data">') + len('id="report-data">')
-    return json.loads(page[start : page.index("</script>", start)])
 
 
 def _cell(dom: str, task: str, state: str) -> int:
@@ -87,7 +81,7 @@ def test_lanes_and_bars_for_every_run(
 ) -> None:
     """Every attempt that started is a bar, every run that started has one, on a known lane."""
     page = _report_of(runner, reports, tmp_path)
-    data = _data(page)
+    data = report_document(page)
     seen = check_attributes(dump_dom(page))
     assert seen["done"] == "1" and "errors" not in seen, seen
     started = [t for t in data["attempts"]["start"] if t is not None]
@@ -120,6 +114,20 @@ def test_summary_numbers_and_the_failure_show(
     failure = re.search(r'<div class="failure" data-run="fetch-3".*?</div></div>', dom, re.S)
     assert failure and "ValueError: item 2 is broken" in failure.group(0)
     assert re.search(rf"<td>{runner}</td>", dom)
+
+
+def test_a_selected_bar_tells_everything_about_its_attempt(
+    reports: dict[str, Path], tmp_path: Path
+) -> None:
+    """What hover and click show: name, state, attempt number, duration, place, message."""
+    page = _report_of("concurrent", reports, tmp_path)
+    dom = dump_dom(page, "run=fetch-3")
+    shown = re.search(r'<div id="selected">(.*?)</div>', dom, re.S)
+    assert shown, "nothing selected"
+    text = shown.group(1)
+    assert text.startswith("fetch-3  (fetch)") and "state: Failed" in text
+    assert "attempt 2 of 2" in text and "duration: " in text and "where: thread " in text
+    assert "message: ValueError: item 2 is broken" in text
 
 
 def test_a_screenshot_is_not_blank(reports: dict[str, Path], tmp_path: Path) -> None:

@@ -128,3 +128,12 @@ def test_a_record_without_runs_still_reports_the_summary() -> None:
     data = report_data(flow_run.record)
     assert not data["recorded"] and data["runs"]["name"] == []
     assert data["counts"] == {"Completed": 2}
+
+
+def test_the_processes_runner_names_its_worker_processes() -> None:
+    """On ``processes`` each attempt's place is its worker process."""
+    flow_run = pipeline.with_options(runner="processes").create_run()
+    flow_run.run((4,))
+    data = report_data(flow_run.record)
+    wheres = {data["strings"][w] for w in data["attempts"]["where"]}
+    assert wheres and all(re.fullmatch(r"process \d+ on .+", w) for w in wheres), wheres

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,13 +16,7 @@ from conveyor.exceptions import ConfigError
 from conveyor.report import check_report_path, write_report
 from conveyor.testing import wait_until
 from tests.console._support import clean_env, run_cli
-from tests.report._support import MIXED_COUNTS, MIXED_FLOW, synthetic_record
-
-
-def _data(path: Path) -> dict:
-    page = path.read_text(encoding="utf-8")
-    start = page.index('id="report-data">') + len('id="report-data">')
-    return json.loads(page[start : page.index("</script>", start)])
+from tests.report._support import MIXED_COUNTS, MIXED_FLOW, report_document, synthetic_record
 
 
 @task
@@ -36,7 +29,7 @@ def test_written_atomically_over_an_old_report(tmp_path: Path) -> None:
     target = tmp_path / "run.html"
     target.write_text("old")
     write_report(synthetic_record(50), target)
-    assert _data(target)["flow"]["run"] == "big-abcd1234"
+    assert report_document(target)["flow"]["run"] == "big-abcd1234"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html"]
 
 
@@ -101,7 +94,7 @@ def test_a_failed_flow_writes_its_report(tmp_path: Path) -> None:
     target = tmp_path / "run.html"
     state = broken.with_options(report=target)(return_state=True)
     assert state.is_failed()
-    data = _data(target)
+    data = report_document(target)
     assert data["flow"]["state"] == "Failed" and "the task broke" in data["flow"]["message"]
     messages = [f["message"] for f in data["failures"]]
     assert any("the task broke" in m for m in messages)
@@ -111,7 +104,7 @@ def test_the_cli_writes_the_report_of_a_mixed_flow(tmp_path: Path) -> None:
     (tmp_path / "mixed.py").write_text(MIXED_FLOW)
     proc = run_cli("run", "mixed.py:mixed", "--report", "run.html", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # after-1 never ran, and nobody checked
-    data = _data(tmp_path / "run.html")
+    data = report_document(tmp_path / "run.html")
     assert {t["name"]: t["states"] for t in data["tasks"]} == MIXED_COUNTS
     assert data["flow"]["state"] == "Failed" and "after-1" in data["flow"]["message"]
 
@@ -149,7 +142,7 @@ def test_ctrl_c_writes_a_report_that_says_interrupted(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    data = _data(tmp_path / "run.html")
+    data = report_document(tmp_path / "run.html")
     assert data["flow"]["interrupted"] == "Ctrl-C (SIGINT)"
     assert data["flow"]["state"] == "Cancelled"
     assert sum(data["counts"].values()) == 2

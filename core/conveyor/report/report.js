@@ -245,6 +245,11 @@
       var b = find(ev);
       $("selected").textContent = b < 0 ? "" : describe(b);
     });
+    // report.html#run=NAME opens with the last attempt of run NAME selected.
+    var wanted = decodeURIComponent((location.hash.match(/^#run=(.+)$/) || [])[1] || "");
+    for (var i = nAttempts - 1; wanted && i >= 0; i--) {
+      if (R.name[A.run[i]] === wanted) { $("selected").textContent = describe(i); break; }
+    }
   }
 
   /* ---- concurrency -------------------------------------------------------------------- */
