@@ -96,11 +96,7 @@
     });
     body.appendChild(c);
   }
-  function sumCounts() {
-    var n = 0;
-    for (var k in D.counts) n += D.counts[k];
-    return n;
-  }
+  function sumCounts() { var n = 0; for (var k in D.counts) n += D.counts[k]; return n; }
   F.flow_run_label = F.run + " on " + F.runner + (F.elapsed_ms != null ? ", " +
     fmt(F.elapsed_ms) : "");
 
@@ -111,12 +107,8 @@
   var plotWidth = Math.max(600, ($("timeline-wrap").clientWidth || 1200) - LABEL - 20);
   function xOf(ms) { return LABEL + (ms / tMax) * plotWidth; }
   var lanes = [], laneOf = {}, bars = [];
-  function attemptsPerRun() {
-    var n = new Int32Array(nRuns);
-    for (var i = 0; i < nAttempts; i++) n[A.run[i]]++;
-    return n;
-  }
-  var perRun = attemptsPerRun();
+  var perRun = new Int32Array(nRuns);
+  for (i = 0; i < nAttempts; i++) perRun[A.run[i]]++;
 
   function timeline() {
     var legend = $("legend");
@@ -138,10 +130,7 @@
     }
     names.sort(function (a, b) { return a.localeCompare(b, undefined, { numeric: true }); });
     names.forEach(function (w, k) { laneOf[w] = k; lanes.push(w); });
-    for (i = 0; i < nAttempts; i++) {
-      if (A.start[i] == null) continue;
-      bars.push(i);
-    }
+    for (i = 0; i < nAttempts; i++) if (A.start[i] != null) bars.push(i);
     bars.sort(function (a, b) { return A.start[a] - A.start[b]; });
     var byLane = lanes.map(function () { return []; });
     bars.forEach(function (b) { byLane[laneOf[str(A.where[b]) || "unknown"]].push(b); });
@@ -171,7 +160,9 @@
     for (var r = 0; r < nRuns; r++) if (perRun[r] && hasStart(r)) started++;
     if (D.recorded && started < nRuns) {
       var never = {};
-      for (r = 0; r < nRuns; r++) if (!hasStart(r)) never[str(R.state[r])] = (never[str(R.state[r])] || 0) + 1;
+      for (r = 0; r < nRuns; r++) {
+        if (!hasStart(r)) never[str(R.state[r])] = (never[str(R.state[r])] || 0) + 1;
+      }
       $("timeline-wrap").insertAdjacentElement("afterend", el("p", { "class": "muted",
         id: "never-started" }, (nRuns - started) + " run(s) never started, so have no bar: " +
         Object.keys(never).sort().map(function (s) { return never[s] + " " + s; }).join(", ") + "."));
@@ -355,9 +346,7 @@
       if (!moved) break;
     }
     var cols = [], pos = [];
-    for (i = 0; i < nodes.length; i++) {
-      (cols[depth[i]] = cols[depth[i]] || []).push(i);
-    }
+    for (i = 0; i < nodes.length; i++) (cols[depth[i]] = cols[depth[i]] || []).push(i);
     var CW = perTask ? 260 : 170, RH = 22, rows = 0;
     cols.forEach(function (col, c) {
       col.forEach(function (n, r) { pos[n] = [10 + c * CW, 10 + r * RH]; });
