@@ -181,6 +181,15 @@ class TestDaskExtra:
             assert Path(line).resolve().is_relative_to(dask_venv.path.resolve()), line
 
 
+def test_the_core_wheel_carries_the_report_assets(wheels: Path) -> None:
+    """The run report's script and stylesheet are package data in the core's wheel."""
+    import zipfile  # deferred: only this test reads a wheel
+
+    (wheel,) = wheels.glob("conveyor-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"conveyor/report/report.js", "conveyor/report/report.css"} <= names
+
+
 class TestCoreAlone:
     def test_conveyor_run_runs_greetings(self, core_venv: Venv) -> None:
         """`conveyor run examples/greetings.py:greetings` completes all eight task runs."""

@@ -86,6 +86,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     run.add_argument("--no-progress", action="store_true", help="show no live progress")
     run.add_argument(
+        "--report", metavar="FILE.html", help="write the HTML run report there (see README)"
+    )
+    run.add_argument(
         "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR"
     )
     run.add_argument("--debug", action="store_true", help="show tracebacks of errors")

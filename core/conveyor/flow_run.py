@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor._context import sync_caller_var
@@ -23,7 +24,8 @@ from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
-from conveyor.run_record import RunRecord, failure_of
+from conveyor.report import ReportPath, interrupted_by, write_report
+from conveyor.run_record import TRACEBACKS, RunRecord, failure_of
 from conveyor.runners._inline import loop_inline_runner
 from conveyor.runners.protocol import ConcurrencyType, Runner
 from conveyor.runners.sequential import SequentialRunner
@@ -60,6 +62,7 @@ class FlowRun:
         record_runs: bool = False,
         log_prints: bool = False,
         progress: bool = False,
+        report: Path | None = None,
     ) -> None:
         self.id = os.urandom(4).hex()
         self.name = f"{name}-{self.id}"
@@ -91,6 +94,8 @@ class FlowRun:
         #: whether the display is removed at the end (``conveyor run``) instead of frozen.
         self.progress = progress
         self.progress_transient = False
+        #: Where the HTML run report is written when the run ends (None: no report).
+        self.report = report
         #: What happened in this run: the summary, and per task run with ``record_runs``.
         self.record = RunRecord(
             self.id,
@@ -174,6 +179,20 @@ class FlowRun:
         record.state = state
         if error is not None:
             record.failures.append(failure_of(self.name, self.info.flow_name, state))
+        if self.report is not None:
+            self.write_report(self.report, interrupted=interrupted_by(error))
+
+    def write_report(self, path: ReportPath, *, interrupted: str | None = None) -> Path | None:
+        """
+        Write this run's HTML run report to ``path`` (atomically) and return its path; None,
+        with the error logged, if it could not be written. Done by itself when the run ends if
+        the flow was given ``report=``.
+        """
+        try:
+            return write_report(self.record, path, interrupted=interrupted)
+        except Exception:  # a report that cannot be written never changes the run's outcome
+            logger.exception("The run report could not be written to %s.", path)
+            return None
 
     def close_display(self) -> None:
         """Remove the live progress display, if one is shown; idempotent."""
@@ -212,7 +231,9 @@ class FlowRun:
             self._inflight.discard(run)
             if new.type is not StateType.COMPLETED:
                 self._failures.append(run.future)
-                self.record.failures.append(failure_of(run.future.name, task_name, new))
+                failures = self.record.failures
+                keep = detail is not None and len(failures) < TRACEBACKS
+                failures.append(failure_of(run.future.name, task_name, new, with_traceback=keep))
             if self._inflight:
                 return
             self._idle.notify_all()

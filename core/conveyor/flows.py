@@ -18,6 +18,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
+from conveyor.report import ReportPath, check_report_path
 from conveyor.runners.attempt import is_async_callable
 from conveyor.runners.protocol import Runner
 from conveyor.states import State
@@ -63,6 +64,7 @@ class Flow(Generic[P, R]):
         progress: bool | None = None,
         log_prints: bool = False,
         record_runs: bool = False,
+        report: ReportPath | None = None,
         _call_runner: RunnerSpec = None,
     ) -> None:
         if not callable(cast(object, fn)):
@@ -84,6 +86,8 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         #: Whether each task run keeps a record of its attempts (see :mod:`conveyor.run_record`).
         self.record_runs = record_runs
+        #: Where each run writes its HTML run report (see :mod:`conveyor.report`), or None.
+        self.report = report
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)
@@ -104,11 +108,12 @@ class Flow(Generic[P, R]):
         progress: bool | None = None,
         log_prints: bool | None = None,
         record_runs: bool | None = None,
+        report: ReportPath | None = None,
     ) -> Flow[P, R]:
         """
         A copy of the flow with another name, another runner for its calls, or other console
-        options. A runner given here takes precedence over everything else, including
-        ``CONVEYOR_RUNNER``.
+        options (``report="run.html"``: each run writes its HTML run report there). A runner
+        given here takes precedence over everything else, including ``CONVEYOR_RUNNER``.
         """
         return Flow(
             self.fn,
@@ -117,22 +122,31 @@ class Flow(Generic[P, R]):
             progress=self.progress if progress is None else progress,
             log_prints=self.log_prints if log_prints is None else log_prints,
             record_runs=self.record_runs if record_runs is None else record_runs,
+            report=self.report if report is None else report,
             _call_runner=runner if runner is not None else self._call_runner,
         )
 
     def create_run(
-        self, *, record_runs: bool | None = None, progress: bool | None = None
+        self,
+        *,
+        record_runs: bool | None = None,
+        progress: bool | None = None,
+        report: ReportPath | None = None,
     ) -> FlowRun:
         """
         A new, unstarted run of this flow, on the runner that resolution picks now (see
         :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`, then read what happened
         in :attr:`FlowRun.record`. Calling the flow does both. Inside another flow run whose
         runner has the same configuration, the new run uses that started runner and leaves its
-        lifecycle to the outer run. ``record_runs`` and ``progress`` override the flow's.
+        lifecycle to the outer run. ``record_runs``, ``progress`` and ``report`` override the
+        flow's; a report path that cannot be written raises
+        :class:`~conveyor.exceptions.ConfigError` here, before anything runs.
         """
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
 
+        report = self.report if report is None else report
+        report_path = None if report is None else check_report_path(report)
         host = get_host()
         runner = resolve_runner(call=self._call_runner, decorator=self.runner, host=host)
         parent = flow_run_var.get()
@@ -150,9 +164,11 @@ class Flow(Generic[P, R]):
             shared or runner.duplicate(),
             host,
             owns_runner=shared is None,
-            record_runs=self.record_runs if record_runs is None else record_runs,
+            record_runs=report_path is not None
+            or (self.record_runs if record_runs is None else record_runs),
             log_prints=self.log_prints,
             progress=progress_wanted(self.progress if progress is None else progress),
+            report=report_path,
         )
 
     @overload
@@ -208,6 +224,7 @@ def flow(
     progress: bool | None = None,
     log_prints: bool = False,
     record_runs: bool = False,
+    report: ReportPath | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -220,6 +237,7 @@ def flow(
     progress: bool | None = None,
     log_prints: bool = False,
     record_runs: bool = False,
+    report: ReportPath | None = None,
 ) -> Any:
     """
     Make a function a flow; use as ``@flow`` or ``@flow(runner="dask")``.
@@ -229,7 +247,8 @@ def flow(
     ``progress=True`` shows live progress in a terminal or a notebook (None: as
     ``CONVEYOR_PROGRESS`` says); ``log_prints=True`` turns ``print()`` in the body, and in
     tasks that leave their own ``log_prints`` unset, into log records; ``record_runs=True``
-    keeps a record of every task run's attempts in :attr:`FlowRun.record`.
+    keeps a record of every task run's attempts in :attr:`FlowRun.record`; ``report="run.html"``
+    records them and writes each run's HTML run report there (see :mod:`conveyor.report`).
     """
     options: dict[str, Any] = {
         "name": name,
@@ -237,6 +256,7 @@ def flow(
         "progress": progress,
         "log_prints": log_prints,
         "record_runs": record_runs,
+        "report": report,
     }
     if fn is None:
         return lambda f: Flow(f, **options)

@@ -19,12 +19,14 @@ import heapq
 import time
 from array import array
 from collections.abc import Iterator
+from traceback import format_exception
 from typing import Any, NamedTuple
 
 from conveyor.exceptions import safe_str, shorten
 from conveyor.states import State
 
 __all__ = [
+    "TRACEBACKS",
     "AttemptRecord",
     "Failure",
     "RunDetail",
@@ -37,6 +39,8 @@ __all__ = [
 
 #: How many of the slowest task runs a record keeps.
 SLOWEST = 5
+#: How many failures keep their traceback text, with ``record_runs`` on.
+TRACEBACKS = 200
 
 
 class AttemptRecord(NamedTuple):
@@ -85,7 +89,10 @@ class TaskRunRecord(NamedTuple):
 
 
 class Failure(NamedTuple):
-    """A task run (or the flow body) that did not complete: its message and where it raised."""
+    """
+    A task run (or the flow body) that did not complete: its message and where it raised, and
+    its traceback as text when the flow run records its runs (``record_runs``).
+    """
 
     name: str
     task_name: str
@@ -93,6 +100,7 @@ class Failure(NamedTuple):
     message: str
     reason: str | None
     origin: str | None
+    traceback: str | None = None
 
 
 class RunDetail:
@@ -287,10 +295,20 @@ def _short_path(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def failure_of(name: str, task_name: str, state: State[Any]) -> Failure:
-    """The :class:`Failure` entry for a run (or flow body) that ended in ``state``."""
+def failure_of(
+    name: str, task_name: str, state: State[Any], *, with_traceback: bool = False
+) -> Failure:
+    """
+    The :class:`Failure` entry for a run (or flow body) that ended in ``state``; with
+    ``with_traceback``, its traceback as text (the remote one, or the exception's).
+    """
     data = state.data if isinstance(state.data, BaseException) else None
     cause = data.__cause__ if data is not None and data.__cause__ is not None else data
+    text = None
+    if with_traceback:
+        text = state.traceback
+        if text is None and cause is not None and cause.__traceback__ is not None:
+            text = "".join(format_exception(cause))
     return Failure(
         name=name,
         task_name=task_name,
@@ -298,4 +316,5 @@ def failure_of(name: str, task_name: str, state: State[Any]) -> Failure:
         message=safe_str(state.message),
         reason=None if state.reason is None else str(state.reason),
         origin=origin_line(cause, state.traceback),
+        traceback=text,
     )

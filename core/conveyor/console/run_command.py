@@ -31,6 +31,7 @@ from conveyor.exceptions import (
 from conveyor.flows import PROGRESS_ENV, progress_wanted
 from conveyor.plugins.hookspecs import hookimpl
 from conveyor.plugins.manager import get_host
+from conveyor.report import interrupted_by
 from conveyor.states import Cancelled, State, StateType
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ def _execute(
         # outlives us, then report.
         kill_descendants()
         sig = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        if flow_run.report is not None and flow_run.record.state is None:
+            # Interrupted again while it stopped: the run never ended, so write its report now.
+            flow_run.write_report(flow_run.report, interrupted=interrupted_by(exc))
         return Cancelled(f"Interrupted by {sig}."), exc
     except Exception as exc:
         if flow_run.record.started is None:
@@ -174,7 +178,7 @@ def run_command(args: argparse.Namespace) -> int:
                 plugin = _CliPlugin(reinstall)
                 host.register(plugin, name="conveyor-cli")
                 try:
-                    flow_run = flow.create_run(progress=_progress(args))
+                    flow_run = flow.create_run(progress=_progress(args), report=args.report)
                     flow_run.progress_transient = True
                     try:
                         state, after = _execute(flow_run, call)

@@ -225,6 +225,10 @@ class Dispatcher:
             self._watched.pop(handle.outcome, None)
             self._polled.pop(handle.outcome, None)
             self._forcing.discard(attempt)
+        if type(data) is list and len(data) == 4:  # the worker's place rides along: take it off
+            where = data.pop()
+            if attempt.where is None and attempt.wants_where:
+                attempt.where = where
         try:
             report(
                 attempt,

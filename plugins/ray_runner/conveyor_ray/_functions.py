@@ -101,8 +101,17 @@ def direct_function(
             if any(other[0] != session.generation for other in made):
                 made.clear()  # made for a Ray session that has ended
             entry = direct_entry(function_bytes(fn), level, nullary)
-            remote = made[spec] = ray.remote(**PINNED, **options)(entry)
+            # Ray's dashboard and timeline name the task after the task function.
+            named = {} if "name" in options else {"name": _task_name(fn)}
+            remote = made[spec] = ray.remote(**PINNED, **named, **options)(entry)
         return remote
+
+
+def _task_name(fn: Any) -> str:
+    """The name Ray shows for runs of ``fn``: the function's own name."""
+    while hasattr(fn, "func") and not hasattr(fn, "__name__"):  # functools.partial
+        fn = fn.func
+    return str(getattr(fn, "__name__", None) or "conveyor_run")
 
 
 def plain_array(kind: type, value: Any) -> bool:

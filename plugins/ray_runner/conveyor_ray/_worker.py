@@ -21,6 +21,7 @@ included, and it is meant for the driver, which cancels its runs itself. The can
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -46,16 +47,38 @@ def _inline(value: Any) -> bool:
     return kind in (str, bytes) and len(value) <= INLINE_BYTES
 
 
+_place: list[tuple[int, str]] = []
+
+
+def ray_place() -> str:
+    """
+    This Ray worker, in words, for the run record and the HTML report: ``ray node 3f2a9c1d
+    worker 4242`` (its node id's first 8 hex digits and its pid), worked out once per process.
+    """
+    pid = os.getpid()
+    if not _place or _place[0][0] != pid:
+        try:
+            node = str(sys.modules["ray"].get_runtime_context().get_node_id())[:8]
+        except Exception:  # not in a Ray worker (a test calling this directly): no node
+            node = "?"
+        _place[:] = [(pid, f"ray node {node} worker {pid}")]
+    return _place[0][1]
+
+
 def _returns(outcome: Any, value: Any) -> Returned:
-    """Ray's two return objects: ``[outcome, inlined, small]`` and the value (None if inlined)."""
+    """
+    Ray's two return objects: ``[outcome, inlined, small, where]`` and the value (None if
+    inlined); ``where`` is :func:`ray_place`, a short string (the dispatcher takes it off).
+    """
+    where = ray_place()
     if outcome.status == "ok" and not outcome.records:
         # The common case travels as plain values, which Ray serializes without pickle.
         if _inline(value):
-            return [None, True, value], None
-        return [None, False, None], value
+            return [None, True, value, where], None
+        return [None, False, None, where], value
     if outcome.status == "ok" and _inline(value):
-        return [outcome, True, value], None
-    return [outcome, False, None], value
+        return [outcome, True, value, where], None
+    return [outcome, False, None, where], value
 
 
 _guarded = False
