@@ -200,11 +200,12 @@ class TestNativeFutures:
         """
         import gc
 
+        from dask.utils import key_split
         from distributed import Client
 
         def held(client: Any) -> int:
             keys = client.run(lambda dask_worker: [str(k) for k in dask_worker.data])
-            return sum(k.startswith("conveyor-grow-") for ks in keys.values() for k in ks)
+            return sum(key_split(k) == "grow" for ks in keys.values() for k in ks)
 
         @flow(runner=runner)
         def f() -> tuple[int, int]:
