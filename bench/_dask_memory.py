@@ -2,7 +2,7 @@
 Driver memory per kept run against an external scheduler (a real ``dask scheduler`` process and
 two ``dask worker`` processes), for ``bench/bench_dask.py``: ``python bench/_dask_memory.py``.
 
-Runs a flow that keeps the futures of N finished runs (after a warm-up flow of the same size), and
+Runs a flow that keeps the futures of N finished runs (after a warm-up map of the same size), and
 prints one JSON line: the bytes tracemalloc sees retained per kept run, for runs returning an int
 (sent back with the run's end) and a short string (left on the cluster until asked for).
 """
@@ -24,7 +24,7 @@ from typing import Any
 from conveyor import flow, task
 from conveyor_dask import DaskRunner
 
-N = 5000
+N = 3000
 
 
 @task
