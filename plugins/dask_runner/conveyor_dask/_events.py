@@ -16,10 +16,14 @@ from typing import Any
 from conveyor_dask import _internals
 
 __all__ = [
-    "KEY_PREFIX",
+    "KEY_MARK",
     "LOST_RESULTS_TOPIC",
+    "SMALL_TYPES",
+    "inline_value",
+    "is_run_key",
     "killed_for_memory",
     "result_was_lost",
+    "run_key",
     "runner_topic",
     "started_there",
     "starts_topic",
@@ -27,12 +31,43 @@ __all__ = [
 
 logger = logging.getLogger("conveyor.dask")
 
-#: Every Dask key conveyor submits starts with this.
-KEY_PREFIX = "conveyor-"
+#: Every Dask key conveyor submits ends with this (see :func:`run_key`).
+KEY_MARK = "-conveyor"
+
+
+def run_key(task_name: str) -> str:
+    """
+    A new Dask key for a run of ``task_name``: ``<task name>-<32 hex digits>-conveyor``, so
+    that ``dask.utils.key_split`` (the dashboard's task stream, the scheduler's task groups)
+    names the task.
+    """
+    return f"{task_name}-{os.urandom(16).hex()}{KEY_MARK}"
+
+
+def is_run_key(key: object) -> bool:
+    """Whether ``key`` is the Dask key of a conveyor run."""
+    return isinstance(key, str) and key.endswith(KEY_MARK)
+
 
 #: The event topic under which the scheduler's guard logs the key of each completed run whose
 #: result it saw lost.
 LOST_RESULTS_TOPIC = "conveyor-lost-results"
+
+
+#: Results of these types (the scheduler tells the client a result's type) have no side effects
+#: when unpickled, and cost the driver less than the Dask future that would hold them.
+SMALL_TYPES = frozenset({bool, int, float, complex})
+
+_INT_RANGE = range(-(2**63), 2**63)  # what msgpack carries in an event without pickling
+
+
+def inline_value(value: Any) -> bool:
+    """
+    Whether a run's ``value`` travels to the driver with the run's end (an event of the
+    runner's topic, ``("value", key, value)``), so that its ``result()`` costs no round trip.
+    """
+    kind = type(value)
+    return kind is float or kind is bool or (kind is int and value in _INT_RANGE)
 
 
 def runner_topic() -> str:

@@ -1,6 +1,8 @@
 """
 Small results fetched ahead: a kept Dask future costs the driver about 5 KB, so a large map of
-small numbers keeps at most :data:`SMALL_HELD` of them on the cluster and fetches the oldest.
+small numbers keeps at most :data:`SMALL_HELD` of them on the cluster and fetches the oldest;
+and the first ``result()`` of one fetches, in the same round trip, up to :data:`BATCH` others
+completed so far (:meth:`Prefetcher.take`).
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import weakref
 from typing import Any
 
 from conveyor.states import ResultRef
+from conveyor_dask._events import SMALL_TYPES
 from conveyor_dask._results import DaskResult
 
-__all__ = ["SMALL_HELD", "SMALL_TYPES", "Prefetcher"]
+__all__ = ["BATCH", "SMALL_HELD", "SMALL_TYPES", "Prefetcher"]
 
-#: Results of these types (the scheduler tells the client a result's type) have no side effects
-#: when unpickled. Up to SMALL_HELD of them stay on the cluster as Dask futures; beyond that the
+#: Up to SMALL_HELD results of SMALL_TYPES stay on the cluster as Dask futures; beyond that the
 #: oldest are fetched in batches and their futures released, so a large map of small results
 #: costs the driver its values, not a Dask future per run.
-SMALL_TYPES = frozenset({bool, int, float, complex})
 SMALL_HELD = 2048
+#: At most this many other small results are fetched along with the one asked for.
+BATCH = 1024
 
 
 class Prefetcher:
@@ -39,6 +42,21 @@ class Prefetcher:
             self._held.append(weakref.ref(ref))
             if len(self._held) > SMALL_HELD:
                 self._cond.notify()
+
+    def take(self) -> list[DaskResult]:
+        """
+        Up to BATCH held small results not fetched yet, the oldest first, which the caller
+        fetches (with the one it was asked for) in one ``client.gather``.
+        """
+        out: list[DaskResult] = []
+        with self._cond:
+            held = self._held
+            while held and len(out) < BATCH:
+                ref = held.popleft()()
+                if ref is not None and ref.future is not None:
+                    ref.batch = None
+                    out.append(ref)
+        return out
 
     def stop(self) -> None:
         """End the fetching thread (within 30 s)."""

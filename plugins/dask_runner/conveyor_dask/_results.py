@@ -5,18 +5,39 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from conveyor.exceptions import CrashedRun
 from conveyor.states import CrashReason, ResultRef
 
-__all__ = ["DaskResult"]
+__all__ = ["Batch", "DaskResult"]
 
 _UNSET: Any = object()
 
 #: The reason of the CrashedRun that ``get()`` raises when the value is gone. Not a
 #: CrashReason: the run itself stays COMPLETED; only its value was lost.
 RESULT_LOST = CrashReason.RESULT_LOST
+
+
+class Batch(Protocol):
+    """Where a small result finds the other small results to fetch with it."""
+
+    def take(self) -> list[DaskResult]:
+        """Small results of the same client not fetched yet (the oldest first), now owned by the caller."""
+        ...
+
+
+def _gather_into(refs: list[DaskResult]) -> None:
+    """Fetch the values of ``refs`` (of one client) with one ``client.gather``, and keep them."""
+    live = [(r, f) for r in refs if (f := r.future) is not None and r.client is not None]
+    if not live:
+        return
+    try:
+        values = live[0][0].client.gather([f for _, f in live])
+    except Exception:
+        return  # one is gone: each get() then asks on its own, and says which
+    for (ref, _), value in zip(live, values, strict=True):
+        ref.keep(value)
 
 
 class DaskResult(ResultRef[Any]):
@@ -28,14 +49,19 @@ class DaskResult(ResultRef[Any]):
     value moves from worker to worker. :meth:`get` raises :class:`~conveyor.CrashedRun`
     (``result-lost``) when the value is gone: its worker died (conveyor never lets Dask
     recompute a completed run), or the runner that owned the cluster stopped.
+
+    A small result (see :mod:`conveyor_dask._prefetch`) has a ``batch``: the first :meth:`get`
+    fetches, in the same ``client.gather``, the other small results completed so far, so
+    ``[f.result() for f in futures]`` costs a round trip per batch, not one per run.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_value", "client", "future", "name")
+    __slots__ = ("__weakref__", "_lock", "_value", "batch", "client", "future", "name")
 
-    def __init__(self, future: Any, client: Any, name: str) -> None:
+    def __init__(self, future: Any, client: Any, name: str, batch: Batch | None = None) -> None:
         self.future: Any = future
         self.client = client
         self.name = name
+        self.batch = batch
         self._value: Any = _UNSET
         self._lock = threading.Lock()
 
@@ -49,6 +75,11 @@ class DaskResult(ResultRef[Any]):
         return self._value is not _UNSET
 
     def get(self) -> Any:
+        batch, self.batch = self.batch, None
+        if batch is not None and self._value is _UNSET:
+            others = batch.take()
+            if others:
+                _gather_into([self, *others])
         with self._lock:
             if self._value is not _UNSET:
                 return self._value
@@ -85,14 +116,7 @@ class DaskResult(ResultRef[Any]):
                 batches.setdefault(id(ref.client), []).append(i)
         for key, indexes in batches.items():
             if key != 0:
-                client = refs[indexes[0]].client  # type: ignore[attr-defined]
-                try:
-                    values = client.gather([refs[i].future for i in indexes])  # type: ignore[attr-defined]
-                except Exception:
-                    values = None  # one is gone: fall back to asking each on its own
-                if values is not None:
-                    for i, value in zip(indexes, values, strict=True):
-                        refs[i]._keep(value)  # type: ignore[attr-defined]
+                _gather_into([refs[i] for i in indexes])  # type: ignore[misc]
             for i in indexes:
                 try:
                     out[i] = refs[i].get()
@@ -100,7 +124,8 @@ class DaskResult(ResultRef[Any]):
                     out[i] = exc
         return out
 
-    def _keep(self, value: Any) -> None:
+    def keep(self, value: Any) -> None:
+        """Keep ``value`` (fetched by someone else) as this result's, and release the Dask copy."""
         with self._lock:
             if self._value is _UNSET:
                 future, self.future, self._value = self.future, None, value
@@ -120,7 +145,7 @@ class DaskResult(ResultRef[Any]):
 
     def __setstate__(self, state: Any) -> None:
         self.future = state["future"]
-        self.client = None
+        self.client = self.batch = None
         self.name = state["name"]
         self._value = state["value"] if state["fetched"] else _UNSET
         self._lock = threading.Lock()

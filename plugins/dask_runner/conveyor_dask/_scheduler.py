@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from conveyor_dask import _internals
-from conveyor_dask._events import KEY_PREFIX, LOST_RESULTS_TOPIC
+from conveyor_dask._events import LOST_RESULTS_TOPIC, is_run_key
 
 __all__ = ["GUARD_NAME", "guard_plugin", "has_guard", "install_guard"]
 
@@ -47,7 +47,7 @@ def guard_plugin() -> Any:
             # future reports it lost.
             if start != "memory" or finish != "released":
                 return
-            if not (isinstance(key, str) and key.startswith(KEY_PREFIX)):
+            if not is_run_key(key):
                 return
             scheduler = self.scheduler
             if scheduler is not None and _internals.forbid_recompute(scheduler, key):

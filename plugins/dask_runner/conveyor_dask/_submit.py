@@ -10,7 +10,6 @@ log records the workers publish; and, when a future finishes, acts on the verdic
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from functools import partial
@@ -30,6 +29,8 @@ __all__ = ["Submitter", "missing_resources"]
 
 logger = logging.getLogger("conveyor.dask")
 
+_NO_VALUE: Any = object()
+
 
 class Submitter:
     """
@@ -46,13 +47,17 @@ class Submitter:
         self._lock = threading.Lock()
         self._inflight: dict[str, Attempt] = {}
         self._cancelled: set[str] = set()
+        #: Small values of runs in flight that arrived with their end (before the future finished).
+        self._values: dict[str, Any] = {}
 
     # -- the topic of log records ---------------------------------------------------------------
 
     def subscribe(self) -> None:
         """
         Listen to this runner's topic: mark a run Running when its worker announces its start
-        (``(key, address)``), and replay on the driver the log records runs publish there.
+        (``(key, address)``, the worker named as where it runs if the flow records that), keep
+        the small values runs send with their end, and replay on the driver the log records
+        runs publish there.
         """
         try:
             self.connection.client.subscribe_topic(self.topic, self._on_event)
@@ -98,7 +103,7 @@ class Submitter:
         tries: int = 0,
     ) -> None:
         """Submit ``attempt`` as a new Dask task; report a refusal as a crash."""
-        key = f"{_events.KEY_PREFIX}{attempt.task_name}-{os.urandom(16).hex()}"
+        key = _events.run_key(attempt.task_name)
         handle = RunHandle(key, payload, deps, restrictions, tries)
         try:
             future = self.connection.client.submit(
@@ -133,21 +138,27 @@ class Submitter:
             left = list(self._inflight.values())
             self._inflight.clear()
             self._cancelled.clear()
+            self._values.clear()
         return left
 
     # -- ends -----------------------------------------------------------------------------------
 
-    def _forget(self, key: str) -> bool:
+    def _forget(self, key: str) -> tuple[bool, Any]:
         with self._lock:
             self._inflight.pop(key, None)
             cancelled = key in self._cancelled
             self._cancelled.discard(key)
-            return cancelled
+            return cancelled, self._values.pop(key, _NO_VALUE)
 
     def _on_done(self, attempt: Attempt, handle: RunHandle, _future: Any) -> None:
-        verdict = classify(attempt, handle, self._forget(handle.key), self)
+        cancelled, value = self._forget(handle.key)
+        verdict = classify(attempt, handle, cancelled, self)
         action = verdict.action
-        if action is Action.COMPLETE:
+        if action is Action.COMPLETE and value is not _NO_VALUE and verdict.kind is type(value):
+            if not attempt.finished:
+                attempt.succeed(value)  # it came with the run's end: nothing to fetch
+            handle.future.release()
+        elif action is Action.COMPLETE:
             self._complete(attempt, handle.future, verdict.kind)
         elif action is Action.CRASH:
             assert verdict.reason is not None
@@ -167,10 +178,10 @@ class Submitter:
             attempt.succeed(None)
             future.release()
             return
-        ref = DaskResult(future, self.connection.client, attempt.name)
+        prefetcher = self._prefetcher if kind in SMALL_TYPES else None
+        ref = DaskResult(future, self.connection.client, attempt.name, prefetcher)
         self.results.add(ref)
-        prefetcher = self._prefetcher
-        if kind in SMALL_TYPES and prefetcher is not None:
+        if prefetcher is not None:
             prefetcher.add(ref)
         attempt.succeed(ref)
 
@@ -197,12 +208,17 @@ class Submitter:
             return
         if kind == "logs":
             _replay_logs(msg)
-        elif isinstance(kind, str) and kind.startswith(_events.KEY_PREFIX):
+        elif kind == "value":
+            with self._lock:
+                if msg[1] in self._inflight:
+                    self._values[msg[1]] = msg[2]
+        elif _events.is_run_key(kind):
             with self._lock:
                 attempt = self._inflight.get(kind)
             if attempt is not None:
                 try:
-                    attempt.mark_running()
+                    # Where it runs is named only when the flow records it (a string per run).
+                    attempt.mark_running(f"dask worker {msg[1]}" if attempt.wants_where else None)
                 except Exception:  # pragma: no cover - an observer's fault is the engine's
                     logger.debug("Marking %s running failed.", kind, exc_info=True)
 

@@ -16,7 +16,7 @@ from typing import Any
 from conveyor import CrashReason
 from conveyor.runners.remote import Outcome, dumps, run_packed
 from conveyor_dask import _internals
-from conveyor_dask._events import KEY_PREFIX, starts_topic
+from conveyor_dask._events import inline_value, is_run_key, starts_topic
 
 __all__ = ["FLUSH_LIMIT", "TaskOutcome", "cancel_key", "is_executing", "run_task"]
 
@@ -61,7 +61,7 @@ class _QuietOutcomes(logging.Filter):
             and record.msg.startswith("Compute Failed")
             and isinstance(args, tuple)
             and len(args) >= 4
-            and str(args[0]).startswith(KEY_PREFIX)
+            and is_run_key(str(args[0]))
             and str(args[3]).startswith("TaskOutcome(")
         )
 
@@ -109,7 +109,8 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
     OS (:func:`_announce_start`), so the scheduler knows of every run this worker finished and
     of the one it starts even if the body kills the process. Publishes the run's log records
     on ``topic`` (``("logs", key, bytes)``) when it returned a value (a failed run carries them
-    in its :class:`TaskOutcome`).
+    in its :class:`TaskOutcome`), and a small value itself (``("value", key, value)``, see
+    :func:`~conveyor_dask._events.inline_value`), before the run's end reaches the scheduler.
     """
     from distributed import get_worker  # defers importing distributed to the worker
 
@@ -134,6 +135,8 @@ def run_task(payload: bytes, topic: str | None, key: str, *deps: Any) -> Any:
         raise TaskOutcome(outcome)
     if outcome.records:
         _publish(topic, ("logs", key, _safe_records(outcome.records)))
+    if inline_value(value):
+        _publish(topic, ("value", key, value))
     return value
 
 
