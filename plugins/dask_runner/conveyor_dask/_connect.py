@@ -36,6 +36,8 @@ OWNED_CLUSTER_CONFIG: dict[str, Any] = {
 # driver's memory. Keep 100.
 _CLIENT_LOG_LENGTH = 100
 
+_WORKER_CLIENT_LOCK = threading.Lock()
+
 
 class Options(Protocol):
     """The runner options a connection is made from (:class:`~conveyor_dask.DaskRunner`'s)."""
@@ -188,8 +190,11 @@ def connect(options: Options, worker: Any, secession: Secession) -> Connection:
         and options.cluster_class is None
         and options.address in (None, _internals.worker_scheduler_address(worker))
     ):
-        # A nested flow: reuse the worker's client; never build a cluster in a worker.
-        client = distributed.get_client()
+        # A nested flow: reuse the worker's client; never build a cluster in a worker. Two task
+        # threads that ask at once would each make one (distributed does not lock it; a TLS
+        # handshake widens the window), so they take turns.
+        with _WORKER_CLIENT_LOCK:
+            client = distributed.get_client()
         if not secession.active:
             secession.secede()
         logger.debug("Nested flow on Dask worker %s reuses its client.", worker.address)
