@@ -28,7 +28,7 @@ def start(tls: bool) -> tuple[Any, float]:
     """A 2-worker cluster started as the runner starts its default one; and the seconds taken."""
     import dask
 
-    from conveyor_dask._connect import OWNED_CLUSTER_CONFIG
+    from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
     from conveyor_dask._security import secure_kwargs
     from conveyor_dask.cluster import LocalProcessCluster
 
@@ -78,9 +78,7 @@ def main() -> int:
                 results.setdefault(f"{kind}_raw_noop", []).append(raw_noop(clients[kind]))
                 results.setdefault(f"{kind}_cv_noop", []).append(conveyor_noop(runners[kind]))
                 results.setdefault(f"{kind}_raw_chain", []).append(raw_chain(clients[kind])[0])
-                results.setdefault(f"{kind}_cv_chain", []).append(
-                    conveyor_chain(runners[kind])[0]
-                )
+                results.setdefault(f"{kind}_cv_chain", []).append(conveyor_chain(runners[kind])[0])
         for client in clients.values():
             client.close()
     finally:

@@ -134,5 +134,5 @@ class TestInitializer:
         def never() -> None:
             raise AssertionError("the flow ran")
 
-        with pytest.raises(ConfigError, match="give a function defined in 'tests.test_security'"):
+        with pytest.raises(ConfigError, match=r"give a function defined in 'tests\.test_security'"):
             never()

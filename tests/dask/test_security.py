@@ -178,7 +178,7 @@ class TestClusterClass:
         def never() -> None:
             raise AssertionError("the flow ran")
 
-        with pytest.raises(ConfigError, match="subclass of distributed.deploy.Cluster"):
+        with pytest.raises(ConfigError, match=r"subclass of distributed\.deploy\.Cluster"):
             never()
 
     def test_a_real_cluster_subclass_is_accepted(self) -> None:

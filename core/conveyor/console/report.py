@@ -152,9 +152,7 @@ def summary(record: RunRecord, state: State[Any], value: Any = None) -> dict[str
         "flow": record.flow_name,
         "flow_run": record.flow_run_name,
         "runner": record.runner_name,
-        "runner_options": redact_options(
-            {k: _option(v) for k, v in record.runner_options.items()}
-        ),
+        "runner_options": redact_options({k: _option(v) for k, v in record.runner_options.items()}),
         "dashboard": _masked(record.dashboard),
         "state": state.name,
         "state_type": state.type.value,

@@ -30,7 +30,7 @@ def cluster_factory(spec: str | type | None) -> Any:
     :class:`~conveyor.ConfigError` unless it is a subclass of ``distributed.deploy.Cluster``;
     only the named module is imported, and nothing in it is called.
     """
-    from distributed.deploy import Cluster  # defers importing distributed until a start
+    from distributed.deploy.cluster import Cluster  # defers importing distributed until a start
 
     if spec is None:
         from conveyor_dask.cluster import LocalProcessCluster  # imports distributed
@@ -42,9 +42,7 @@ def cluster_factory(spec: str | type | None) -> Any:
 
     if isinstance(spec, type):
         if not accept(spec):
-            raise validators.invalid(
-                "DaskRunner", "cluster_class", spec, f"give {_CLUSTER_WHAT}"
-            )
+            raise validators.invalid("DaskRunner", "cluster_class", spec, f"give {_CLUSTER_WHAT}")
         return spec
     return validators.resolve_name(
         spec, owner="DaskRunner", option="cluster_class", accept=accept, what=_CLUSTER_WHAT
@@ -72,4 +70,5 @@ def secure_kwargs(factory: Any, kwargs: dict[str, Any], *, tls: bool) -> dict[st
     in_process = kwargs.get("processes") is False and not issubclass(factory, LocalProcessCluster)
     if in_process and not protocol:
         return kwargs  # LocalCluster picks inproc://, which no other process can reach
-    return {**kwargs, "security": Security.temporary(), "protocol": "tls://"}
+    security = Security.temporary()  # type: ignore[no-untyped-call]
+    return {**kwargs, "security": security, "protocol": "tls://"}

@@ -91,7 +91,8 @@ class DaskRunner(Runner):
     client_kwargs: dict[str, Any] = attrs.field(factory=dict, validator=validators.mapping())
     connect_timeout: float = attrs.field(default=10.0, validator=validators.seconds())
     tls: bool = attrs.field(
-        default=True, validator=validators.Check(lambda v: isinstance(v, bool), "give true or false")
+        default=True,
+        validator=validators.Check(lambda v: isinstance(v, bool), "give true or false"),
     )
 
     # Live between start and stop: the connection, what submits and ends runs on it, and what

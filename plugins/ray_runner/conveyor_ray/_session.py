@@ -24,14 +24,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import attrs
-from contextlib import nullcontext
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
 from conveyor_ray._address import answers, check_reachable, host_port, is_loopback, local_raylet
-from conveyor_ray._private_dir import PrivateDir, private_token_file, umask
 from conveyor_ray._internals import (
     ENV_ALWAYS,
     ENV_LOCAL,
@@ -42,6 +41,7 @@ from conveyor_ray._internals import (
     in_worker,
     loopback,
 )
+from conveyor_ray._private_dir import PrivateDir, private_token_file, umask
 
 __all__ = [
     "LOCAL_START_SECONDS",
