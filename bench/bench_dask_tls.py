@@ -28,9 +28,9 @@ def start(tls: bool) -> tuple[Any, float]:
     """A 2-worker cluster started as the runner starts its default one; and the seconds taken."""
     import dask
 
-    from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
     from conveyor_dask._security import secure_kwargs
     from conveyor_dask.cluster import LocalProcessCluster
+    from conveyor_dask.runner import OWNED_CLUSTER_CONFIG
 
     kwargs = {
         "n_workers": 2,

@@ -7,8 +7,9 @@ reaches loopback: another user's ``distributed.Client`` could run code as the dr
 With ``tls=True`` (the default) a ``LocalCluster`` the runner starts gets
 ``distributed.Security.temporary()``: a key and self-signed certificate made in this process's
 memory, required of every scheduler, worker, nanny and client connection (mutual TLS). The
-driver hands it to the scheduler and nanny processes it starts (over pipes, never in a file or
-on a command line); nobody else has it, so nobody else's connection completes a handshake.
+driver hands it to the scheduler and worker processes it starts over pipes, never on a command
+line (``distributed`` writes it for a moment into a private temporary folder to load it);
+nobody else has it, so nobody else's connection completes a handshake.
 
 Importing this module does not import ``distributed``.
 """

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
+from conveyor.redact import redact
 from conveyor_ray._address import answers, check_reachable, host_port, is_loopback, local_raylet
 from conveyor_ray._internals import (
     ENV_ALWAYS,
@@ -148,7 +149,7 @@ def _check_same_cluster(address: str | None, session: Session) -> None:
         return
     msg = (
         f"This process is already connected to the Ray cluster at {session.gcs_address}, so it "
-        f"cannot join `address={address!r}` too; a process talks to one Ray cluster. Use "
+        f"cannot join `address={redact(address)!r}` too; a process talks to one Ray cluster. Use "
         "that address, or run the flow in another process."
     )
     raise ConfigError(msg)
@@ -167,7 +168,7 @@ def _connect(
         target = host_port(address)
         on_loopback = target is not None and is_loopback(target[0])
         values = dict(ENV_ALWAYS)
-        what = f"join the Ray cluster at `address={address!r}`"
+        what = f"join the Ray cluster at `address={redact(address)!r}`"
         deadline = max(remaining, 0.5)
     else:
         # "local" makes Ray start its own instance, instead of joining whatever cluster a
