@@ -24,6 +24,7 @@ from conveyor.exceptions import (
     describe,
 )
 from conveyor.plugins.manager import get_host
+from conveyor.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,7 +150,8 @@ def _fail(exc: BaseException, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc)
     hint = "" if debug else " (--debug shows the traceback)"
-    print(f"conveyor: error: {exc}{hint if code == EXIT_BACKEND else ''}", file=sys.stderr)
+    message = redact(str(exc))  # passwords in addresses
+    print(f"conveyor: error: {message}{hint if code == EXIT_BACKEND else ''}", file=sys.stderr)
     return code
 
 

@@ -232,7 +232,7 @@ class TestClusterClass:
             "tests.dask._support" if expected == "RecordingCluster" else "distributed.deploy.local"
         )
         assert owned
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")  # tls=True by default
         assert [w["resources"] for w in workers.values()] == [{"probe": 2}]
         assert value[0] == 9
         if expected == "RecordingCluster":

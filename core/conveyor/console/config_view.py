@@ -19,6 +19,7 @@ from conveyor.console.run_command import EXIT_OK, parse_pairs
 from conveyor.console.targets import load_flow
 from conveyor.exceptions import safe_str
 from conveyor.plugins.manager import get_host
+from conveyor.redact import redact_options
 
 __all__ = ["config_command", "describe_config"]
 
@@ -41,8 +42,8 @@ def describe_config(args: argparse.Namespace) -> dict[str, Any]:
         origin = found.sources.get(key)
         if origin is None:
             origin = "the runner object given in code" if found.runner_object else "default"
-        value = getattr(runner, field.name)
-        rows[key] = {"value": _plain(value), "source": origin}
+        value = redact_options({key: _plain(getattr(runner, field.name))})[key]
+        rows[key] = {"value": value, "source": origin}
     entry = host.runner(runner.name)
     return {
         "flow": flow.name if flow is not None else None,

@@ -17,6 +17,7 @@ import os
 import sys
 
 from conveyor.exceptions import ConfigError
+from conveyor.redact import redact
 
 __all__ = ["LEVELS", "CliFormatter", "CliHandler", "install", "uninstall"]
 
@@ -32,7 +33,10 @@ _RESET = "\x1b[0m"
 
 
 class CliFormatter(logging.Formatter):
-    """``time LEVEL [flow run/task run] logger: message``; names left out outside a run."""
+    """
+    ``time LEVEL [flow run/task run] logger: message``; names left out outside a run; the
+    passwords of addresses masked (:func:`conveyor.redact.redact`).
+    """
 
     def __init__(self, colour: bool) -> None:
         super().__init__(datefmt="%H:%M:%S")
@@ -52,7 +56,7 @@ class CliFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             text += "\n" + record.exc_text
-        return text
+        return redact(text)  # passwords in addresses and secret query parameters
 
 
 class CliHandler(logging.Handler):

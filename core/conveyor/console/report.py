@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from conveyor.exceptions import safe_str
+from conveyor.redact import redact, redact_options
 from conveyor.run_record import RunRecord
 from conveyor.states import State
 
@@ -114,7 +115,7 @@ def render_report(record: RunRecord, state: State[Any], value: Any = None) -> st
             lines.append(f"    ... and {len(failed) - MAX_LISTED} more (--json lists them all)")
     if state.is_completed():
         lines.append(f"  result: {value_repr(value)}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))  # passwords in addresses, in messages
 
 
 def _iso(record: RunRecord, t: float | None) -> str | None:
@@ -135,6 +136,10 @@ def _option(value: Any) -> Any:
     return as_json if is_json else safe_str(value)
 
 
+def _masked(text: str | None) -> str | None:
+    return None if text is None else redact(text)
+
+
 def _number(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(x, 6)
 
@@ -147,11 +152,11 @@ def summary(record: RunRecord, state: State[Any], value: Any = None) -> dict[str
         "flow": record.flow_name,
         "flow_run": record.flow_run_name,
         "runner": record.runner_name,
-        "runner_options": {k: _option(v) for k, v in record.runner_options.items()},
-        "dashboard": record.dashboard,
+        "runner_options": redact_options({k: _option(v) for k, v in record.runner_options.items()}),
+        "dashboard": _masked(record.dashboard),
         "state": state.name,
         "state_type": state.type.value,
-        "message": state.message,
+        "message": _masked(state.message),
         "started_at": _iso(record, record.started),
         "ended_at": _iso(record, record.ended),
         "elapsed_seconds": _number(record.elapsed),
@@ -174,7 +179,7 @@ def summary(record: RunRecord, state: State[Any], value: Any = None) -> dict[str
                 "name": f.name,
                 "task": f.task_name,
                 "state": f.state,
-                "message": f.message,
+                "message": _masked(f.message),
                 "reason": f.reason,
                 "origin": f.origin,
             }

@@ -9,7 +9,6 @@ Importing this module does not import ``distributed``: :func:`connect` does.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import logging
 import os
 import threading
@@ -18,7 +17,9 @@ from typing import Any, Protocol
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
+from conveyor.redact import redact, redact_options
 from conveyor_dask import _internals, _processes
+from conveyor_dask._security import cluster_factory, secure_kwargs
 
 __all__ = ["OWNED_CLUSTER_CONFIG", "Connection", "Secession", "connect", "in_task_worker"]
 
@@ -35,6 +36,8 @@ OWNED_CLUSTER_CONFIG: dict[str, Any] = {
 # driver's memory. Keep 100.
 _CLIENT_LOG_LENGTH = 100
 
+_WORKER_CLIENT_LOCK = threading.Lock()
+
 
 class Options(Protocol):
     """The runner options a connection is made from (:class:`~conveyor_dask.DaskRunner`'s)."""
@@ -45,6 +48,7 @@ class Options(Protocol):
     adapt_kwargs: dict[str, Any] | None
     client_kwargs: dict[str, Any]
     connect_timeout: float
+    tls: bool
 
 
 def default_workers() -> int:
@@ -186,14 +190,18 @@ def connect(options: Options, worker: Any, secession: Secession) -> Connection:
         and options.cluster_class is None
         and options.address in (None, _internals.worker_scheduler_address(worker))
     ):
-        # A nested flow: reuse the worker's client; never build a cluster in a worker.
-        client = distributed.get_client()
+        # A nested flow: reuse the worker's client; never build a cluster in a worker. Two task
+        # threads that ask at once would each make one (distributed does not lock it; a TLS
+        # handshake widens the window), so they take turns.
+        with _WORKER_CLIENT_LOCK:
+            client = distributed.get_client()
         if not secession.active:
             secession.secede()
         logger.debug("Nested flow on Dask worker %s reuses its client.", worker.address)
         return Connection(client)
     if options.address is not None:
-        return Connection(_client(options, options.address, options.address), owns_client=True)
+        label = redact(options.address)
+        return Connection(_client(options, options.address, label), owns_client=True)
     connection = Connection(cluster=_start_cluster(options), owns_cluster=True)
     try:
         connection.client = _client(options, connection.cluster, repr(connection.cluster))
@@ -219,32 +227,14 @@ def _client(options: Options, target: Any, label: str) -> Any:
             f"{options.connect_timeout} s ({type(exc).__name__}: {exc}); check that it is "
             "running and reachable, or raise `connect_timeout`."
         )
-        raise BackendUnavailable(msg) from exc
-
-
-def _cluster_factory(spec: str | type | None) -> Any:
-    if spec is None:
-        from conveyor_dask.cluster import LocalProcessCluster  # imports distributed
-
-        return LocalProcessCluster
-    if isinstance(spec, type):
-        return spec
-    module, _, attr = spec.strip().replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        msg = (
-            f"DaskRunner: `cluster_class={spec!r}` cannot be imported ({type(exc).__name__}: "
-            f"{exc}); install the package that provides it or fix the dotted name."
-        )
-        raise ConfigError(msg) from exc
+        raise BackendUnavailable(redact(msg)) from exc
 
 
 def _start_cluster(options: Options) -> Any:
     import dask  # defers importing dask and distributed until a runner starts
     from distributed import LocalCluster
 
-    factory = _cluster_factory(options.cluster_class)
+    factory = cluster_factory(options.cluster_class)
     kwargs = dict(options.cluster_kwargs)
     if isinstance(factory, type) and issubclass(factory, LocalCluster):
         defaults: dict[str, Any] = {
@@ -255,6 +245,7 @@ def _start_cluster(options: Options) -> Any:
             "dashboard_address": "127.0.0.1:0",
         }
         kwargs = {**defaults, **kwargs}
+    kwargs = secure_kwargs(factory, kwargs, tls=options.tls)
     try:
         with dask.config.set(OWNED_CLUSTER_CONFIG):
             cluster = factory(**kwargs)
@@ -262,8 +253,9 @@ def _start_cluster(options: Options) -> Any:
         raise
     except Exception as exc:
         name = getattr(factory, "__qualname__", repr(factory))
-        msg = f"Runner 'dask' could not start {name}(**{kwargs!r}): {type(exc).__name__}: {exc}"
-        raise BackendUnavailable(msg) from exc
+        shown = redact_options({k: v for k, v in kwargs.items() if k != "security"})
+        msg = f"Runner 'dask' could not start {name}(**{shown!r}): {type(exc).__name__}: {exc}"
+        raise BackendUnavailable(redact(msg)) from exc
     if options.adapt_kwargs is not None:
         cluster.adapt(**options.adapt_kwargs)
     return cluster

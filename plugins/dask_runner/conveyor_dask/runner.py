@@ -56,6 +56,8 @@ class DaskRunner(Runner):
     - ``client_kwargs``: extra keyword arguments for ``distributed.Client``.
     - ``connect_timeout``: seconds to reach the scheduler before
       :class:`~conveyor.BackendUnavailable` (default 10).
+    - ``tls``: a ``LocalCluster`` the runner starts requires a temporary TLS certificate of
+      every connection, so no other user of the machine can join it (default True).
 
     Inside a Dask task (a nested flow) the runner reuses that worker's client, and secedes the
     task's thread while the nested flow runs, so it neither builds a cluster nor deadlocks.
@@ -88,6 +90,10 @@ class DaskRunner(Runner):
     )
     client_kwargs: dict[str, Any] = attrs.field(factory=dict, validator=validators.mapping())
     connect_timeout: float = attrs.field(default=10.0, validator=validators.seconds())
+    tls: bool = attrs.field(
+        default=True,
+        validator=validators.Check(lambda v: isinstance(v, bool), "give true or false"),
+    )
 
     # Live between start and stop: the connection, what submits and ends runs on it, and what
     # stops cancelled work. The thread a nested flow seceded, and its worker, outlive a start.

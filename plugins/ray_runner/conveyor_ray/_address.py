@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 from conveyor.exceptions import BackendUnavailable
+from conveyor.redact import redact
 
 __all__ = ["answers", "check_reachable", "host_port", "is_loopback", "local_raylet"]
 
@@ -43,7 +44,7 @@ def check_reachable(address: str, timeout: float) -> None:
             pass
     except OSError as exc:
         msg = (
-            f"The Ray cluster at `address={address!r}` is unreachable: "
+            f"The Ray cluster at `address={redact(address)!r}` is unreachable: "
             f"{type(exc).__name__}: {exc}. Start it (`ray start --head`) or fix `address`."
         )
         raise BackendUnavailable(msg) from exc

@@ -27,6 +27,7 @@ __all__ = [
     "NODE_IP_KWARG",
     "NOT_STARTED_TEXT",
     "OWNER_UNKNOWN_TEXT",
+    "TEMP_DIR_KWARG",
     "env",
     "import_ray",
     "in_worker",
@@ -53,6 +54,11 @@ ENV_LOCAL = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_task_oom_retries": "
 #: ``ray.init``'s private ``_node_ip_address`` argument (Ray 2.60.0). A user who gives it in
 #: ``init_kwargs`` chose the node's address, so conveyor does not force loopback. Read only.
 NODE_IP_KWARG = "_node_ip_address"
+
+#: ``ray.init``'s private ``_temp_dir`` argument (Ray 2.60.0): the folder of a local Ray's
+#: sessions, sockets and logs. conveyor gives a local Ray it starts a private one (see
+#: :mod:`conveyor_ray._private_dir`); no public argument or setting places it per start.
+TEMP_DIR_KWARG = "_temp_dir"
 
 #: Texts of Ray errors that mean Ray itself is gone, which only the message tells from other
 #: errors of the same class (Ray 2.60.0): a ``ValueError`` from ``ray.get`` of an object whose

@@ -24,21 +24,25 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import attrs
 
 from conveyor.exceptions import BackendUnavailable, ConfigError
+from conveyor.redact import redact
 from conveyor_ray._address import answers, check_reachable, host_port, is_loopback, local_raylet
 from conveyor_ray._internals import (
     ENV_ALWAYS,
     ENV_LOCAL,
     NODE_IP_KWARG,
+    TEMP_DIR_KWARG,
     env,
     import_ray,
     in_worker,
     loopback,
 )
+from conveyor_ray._private_dir import PrivateDir, private_token_file, umask
 
 __all__ = [
     "LOCAL_START_SECONDS",
@@ -145,7 +149,7 @@ def _check_same_cluster(address: str | None, session: Session) -> None:
         return
     msg = (
         f"This process is already connected to the Ray cluster at {session.gcs_address}, so it "
-        f"cannot join `address={address!r}` too; a process talks to one Ray cluster. Use "
+        f"cannot join `address={redact(address)!r}` too; a process talks to one Ray cluster. Use "
         "that address, or run the flow in another process."
     )
     raise ConfigError(msg)
@@ -155,6 +159,7 @@ def _connect(
     ray: Any, address: str | None, init_kwargs: Mapping[str, Any], connect_timeout: float
 ) -> Session:
     kwargs: dict[str, Any] = dict(init_kwargs)
+    private: PrivateDir | None = None
     if address:
         kwargs["address"] = address
         started = time.monotonic()
@@ -163,7 +168,7 @@ def _connect(
         target = host_port(address)
         on_loopback = target is not None and is_loopback(target[0])
         values = dict(ENV_ALWAYS)
-        what = f"join the Ray cluster at `address={address!r}`"
+        what = f"join the Ray cluster at `address={redact(address)!r}`"
         deadline = max(remaining, 0.5)
     else:
         # "local" makes Ray start its own instance, instead of joining whatever cluster a
@@ -177,12 +182,16 @@ def _connect(
             values.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         what = "start a local Ray"
         deadline = max(connect_timeout, LOCAL_START_SECONDS)
+        if TEMP_DIR_KWARG not in kwargs and os.name == "posix":
+            private = PrivateDir()  # the local Ray's files, this user's alone
+            kwargs[TEMP_DIR_KWARG] = str(private.path)
+        private_token_file()
     with env(values):
         if on_loopback:
             with loopback(ray):
-                owner = _init_with_deadline(ray, kwargs, deadline, what)
+                owner = _init_with_deadline(ray, kwargs, deadline, what, private)
         else:
-            owner = _init_with_deadline(ray, kwargs, deadline, what)
+            owner = _init_with_deadline(ray, kwargs, deadline, what, private)
     gcs = current_gcs_address(ray)
     session = Session(gcs, owned=True, started_local=not address, in_worker=False)
     session.owner = owner
@@ -204,9 +213,10 @@ class _Owner:
     (Ray's own exit hook shuts Ray down then).
     """
 
-    def __init__(self, ray: Any, kwargs: dict[str, Any]) -> None:
+    def __init__(self, ray: Any, kwargs: dict[str, Any], private: PrivateDir | None) -> None:
         self.ray = ray
         self.kwargs = kwargs
+        self.private = private
         self.error: BaseException | None = None
         self.started = threading.Event()
         self.stop = threading.Event()
@@ -216,20 +226,24 @@ class _Owner:
         self.thread = threading.Thread(target=self._run, name="conveyor-ray-owner", daemon=True)
 
     def _run(self) -> None:
+        private = self.private
         try:
-            self.ray.init(**self.kwargs)
+            # Ray's processes inherit the umask: their files are this user's alone.
+            with umask(0o077) if private is not None else nullcontext():
+                self.ray.init(**self.kwargs)
         except BaseException as exc:
             self.error = exc
         with self._verdict:
             self._finished = True
             abandoned = self.abandoned
         self.started.set()
-        if self.error is not None:
-            return
-        if not abandoned:
-            self.stop.wait()
-        # Asked to stop, or conveyor gave up on this start: leave no connection behind.
-        _quiet_shutdown(self.ray)
+        if self.error is None:
+            if not abandoned:
+                self.stop.wait()
+            # Asked to stop, or conveyor gave up on this start: leave no connection behind.
+            _quiet_shutdown(self.ray)
+        if private is not None:
+            private.remove()
 
     def start(self, deadline: float) -> bool:
         """Start Ray; return False if it did not finish within ``deadline`` seconds."""
@@ -247,8 +261,10 @@ class _Owner:
         self.thread.join(timeout)
 
 
-def _init_with_deadline(ray: Any, kwargs: dict[str, Any], deadline: float, what: str) -> _Owner:
-    owner = _Owner(ray, kwargs)
+def _init_with_deadline(
+    ray: Any, kwargs: dict[str, Any], deadline: float, what: str, private: PrivateDir | None
+) -> _Owner:
+    owner = _Owner(ray, kwargs, private)
     if not owner.start(deadline):
         msg = (
             f"conveyor could not {what} within {deadline:g} s (`connect_timeout`); Ray did not "

@@ -7,15 +7,14 @@ runners.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
 from conveyor import validators
-from conveyor.exceptions import ConfigError
 
 __all__ = [
     "START_METHODS",
@@ -141,26 +140,23 @@ def to_tuple(value: Any) -> Any:
 
 def resolve_initializer(value: Callable[..., object] | str, owner: str) -> Callable[..., object]:
     """
-    The initializer ``value`` names: itself if callable, else the object its dotted name
-    (``pkg.mod:func`` or ``pkg.mod.func``) names. Raises :class:`ConfigError` if that cannot be
-    imported or is not callable.
+    The initializer ``value`` names: itself if callable, else the function its dotted name
+    (``pkg.mod:func`` or ``pkg.mod.func``) names, which must be a Python function defined in
+    that module (not a class, a builtin or a name the module imported from elsewhere). Only the
+    named module is imported and nothing is called; else :class:`~conveyor.ConfigError`.
     """
     if callable(value):
         return value
-    module_name, sep, attr = value.strip().partition(":")
-    if not sep:
-        module_name, _, attr = module_name.rpartition(".")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        msg = (
-            f"{owner}: the initializer {value!r} cannot be imported ({type(exc).__name__}: "
-            f"{exc}); give an importable callable, such as 'mypackage.setup:init_worker'."
-        )
-        raise ConfigError(msg) from exc
-    if not callable(found):
-        msg = f"{owner}: the initializer {value!r} is not callable; name a function."
-        raise ConfigError(msg)
+    module_name = value.strip().replace(":", ".").rpartition(".")[0]
+
+    def accept(obj: Any) -> bool:
+        return isinstance(obj, types.FunctionType) and obj.__module__ == module_name
+
+    found = validators.resolve_name(
+        value,
+        owner=owner,
+        option="initializer",
+        accept=accept,
+        what=f"a function defined in {module_name!r}, such as 'mypackage.setup:init_worker'",
+    )
     return found  # type: ignore[no-any-return]
