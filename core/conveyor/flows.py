@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
+from conveyor.caching.context import RunCache
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
@@ -63,6 +64,7 @@ class Flow(Generic[P, R]):
         progress: bool | None = None,
         log_prints: bool = False,
         record_runs: bool = False,
+        cache: bool | None = None,
         _call_runner: RunnerSpec = None,
     ) -> None:
         if not callable(cast(object, fn)):
@@ -84,6 +86,8 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         #: Whether each task run keeps a record of its attempts (see :mod:`conveyor.run_record`).
         self.record_runs = record_runs
+        #: Whether its tasks that leave ``cache`` unset are cached (None: as the config says).
+        self.cache = cache
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)
@@ -117,18 +121,24 @@ class Flow(Generic[P, R]):
             progress=self.progress if progress is None else progress,
             log_prints=self.log_prints if log_prints is None else log_prints,
             record_runs=self.record_runs if record_runs is None else record_runs,
+            cache=self.cache,
             _call_runner=runner if runner is not None else self._call_runner,
         )
 
     def create_run(
-        self, *, record_runs: bool | None = None, progress: bool | None = None
+        self,
+        *,
+        record_runs: bool | None = None,
+        progress: bool | None = None,
+        resume: tuple[Any, ...] | None = None,
     ) -> FlowRun:
         """
         A new, unstarted run of this flow, on the runner that resolution picks now (see
         :mod:`conveyor.config`); execute it with :meth:`FlowRun.run`, then read what happened
         in :attr:`FlowRun.record`. Calling the flow does both. Inside another flow run whose
         runner has the same configuration, the new run uses that started runner and leaves its
-        lifecycle to the outer run. ``record_runs`` and ``progress`` override the flow's.
+        lifecycle to the outer run. ``record_runs`` and ``progress`` override the flow's;
+        ``resume`` (the run's parameters) reuses the completed runs of an earlier resumable run.
         """
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
@@ -143,7 +153,10 @@ class Flow(Generic[P, R]):
                 # A flow called from a flow on the same runner configuration shares its
                 # started runner (its cluster) instead of starting another one.
                 shared = started
-        return FlowRun(
+        cache = RunCache.for_flow(self.name, self.cache, resume)
+        if cache.on_by_default:
+            cache.check()  # an unusable store is refused before the flow starts
+        flow_run = FlowRun(
             self.name,
             self.fn,
             self.is_async,
@@ -154,6 +167,8 @@ class Flow(Generic[P, R]):
             log_prints=self.log_prints,
             progress=progress_wanted(self.progress if progress is None else progress),
         )
+        flow_run.cache = cache
+        return flow_run
 
     @overload
     def __call__(
@@ -208,6 +223,7 @@ def flow(
     progress: bool | None = None,
     log_prints: bool = False,
     record_runs: bool = False,
+    cache: bool | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -220,6 +236,7 @@ def flow(
     progress: bool | None = None,
     log_prints: bool = False,
     record_runs: bool = False,
+    cache: bool | None = None,
 ) -> Any:
     """
     Make a function a flow; use as ``@flow`` or ``@flow(runner="dask")``.
@@ -229,7 +246,8 @@ def flow(
     ``progress=True`` shows live progress in a terminal or a notebook (None: as
     ``CONVEYOR_PROGRESS`` says); ``log_prints=True`` turns ``print()`` in the body, and in
     tasks that leave their own ``log_prints`` unset, into log records; ``record_runs=True``
-    keeps a record of every task run's attempts in :attr:`FlowRun.record`.
+    keeps a record of every task run's attempts in :attr:`FlowRun.record`; ``cache`` is the
+    default of its tasks' ``cache`` option (README "Caching and resume").
     """
     options: dict[str, Any] = {
         "name": name,
@@ -237,6 +255,7 @@ def flow(
         "progress": progress,
         "log_prints": log_prints,
         "record_runs": record_runs,
+        "cache": cache,
     }
     if fn is None:
         return lambda f: Flow(f, **options)
