@@ -3,8 +3,9 @@ The cache step of a task run: its key, the look-up before it is submitted, and t
 it completed.
 
 The key is a digest of the task's identity (qualified name and code), the run's arguments (an
-upstream future stands in by its run's key, so a chain is keyed before any data moves), the
-user's ``cache_key`` part, and in ``--resume`` mode the flow name and parameters. A run that
+upstream future stands in by its run's key, so a chain is keyed before any data moves) or,
+when the task has a ``cache_key``, the string it returns instead, and in ``--resume`` mode the
+flow name and parameters. A run that
 cannot be keyed (an unhashable argument, a ``cache_key`` that raises) runs uncached, with one
 warning per task. Only COMPLETED results are written; the key is held (a file lock on a local
 store) from the look-up that missed until the result is written or the run ended otherwise, so
@@ -97,6 +98,8 @@ def key_of(cache: RunCache, run: CacheableRun, *, final: bool) -> str | None:
     user = _user_part(cache, run)
     if user is None:
         return None
+    if run.options.cache_key is not None:  # the user's part stands for the arguments
+        return value_digest((function_digest(run.fn), "user", user, cache.resume))
     try:
         args = value_digest((tuple(run.args), dict(run.kwargs)), _stand_in)
     except _NoKeyYet:
@@ -111,7 +114,7 @@ def key_of(cache: RunCache, run: CacheableRun, *, final: bool) -> str | None:
             "pass hashable values or give the task a `cache_key`.",
         )
         return None
-    return value_digest((function_digest(run.fn), args, user, cache.resume))
+    return value_digest((function_digest(run.fn), args, cache.resume))
 
 
 def look_up(cache: RunCache, run: CacheableRun, *, final: bool) -> State[Any] | None:
