@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from conveyor.caching.keys import value_digest
-from conveyor.caching.settings import CacheSettings, open_store, resolve_settings
+from conveyor.caching.settings import CacheSettings, open_store, prune, resolve_settings
 from conveyor.caching.store import ResultStore
 from conveyor.exceptions import ConfigError
 
@@ -70,7 +70,7 @@ class RunCache:
         with self._lock:
             if self._store is None and self._store_error is None:
                 try:
-                    self._store = open_store(self.settings.store_spec)
+                    self._store = self._opened(open_store(self.settings.store_spec))
                 except ConfigError as exc:
                     self._store_error = str(exc)
                     logger.warning("%s Task runs are not cached.", exc)
@@ -91,7 +91,15 @@ class RunCache:
             )
             raise ConfigError(msg) from exc
         with self._lock:
-            self._store = store
+            self._store = self._opened(store)
+
+    def _opened(self, store: ResultStore) -> ResultStore:
+        """Prune ``store`` to the configured limits, once per flow run, when it is opened."""
+        try:
+            prune(store, self.settings.max_bytes, self.settings.max_age)
+        except OSError as exc:
+            logger.warning("Pruning result store %r failed: %s.", store.location, exc)
+        return store
 
     def warn_once(self, task: str, topic: str, message: str) -> None:
         """Log ``message`` as a warning, once per task and topic."""
