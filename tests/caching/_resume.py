@@ -14,7 +14,7 @@ from conveyor.caching.store import LocalStore
 from conveyor.testing import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOWS = str(Path(__file__).with_name("_resume_flow.py"))
+FLOWS = "tests.caching._resume_flow"  # a module: workers of a shared cluster import it
 
 
 def _command(flow: str, runner: str, marker: Path, gate: Path, k: int, n: int, extra: list[str]) -> list[str]:
@@ -49,17 +49,15 @@ def kill_then_resume(
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     cmd = _command(flow, runner, marker, gate, k, n, extra or [])
     store = LocalStore(store_dir)
-    first = subprocess.Popen(
-        cmd, env=full_env, cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: len(list(store.keys())) >= k, 120, what=f"{k} results in the store")
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-        assert first.stderr is not None
-        first.stderr.close()
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(
+            cmd, env=full_env, cwd=tmp_path, start_new_session=True, stdout=log, stderr=log
+        )
+        try:
+            wait_until(lambda: len(list(store.keys())) >= k, 120, what=f"{k} results in the store")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
     entries = len(list(store.keys()))
     before = _lines(marker)
     gate.write_text("open")
@@ -72,3 +70,31 @@ def kill_then_resume(
         "rerun_executions": _lines(marker) - before,
         "report": report,
     }
+
+
+def blocked_lock_waiters() -> int:
+    """How many processes wait for a file lock now (the ``->`` lines of /proc/locks)."""
+    return sum(" -> " in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+def compute_once(tmp_path: Path, runner: str) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """
+    Start two flows that compute the same key: the second starts while the first computes
+    and waits for its lock; return the executions and both reports.
+    """
+    marker, gate = tmp_path / "marker", tmp_path / "gate"
+    env = {**os.environ, "CONVEYOR_RESULT_STORE": str(tmp_path / "store")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = _command("cached_flow", runner, marker, gate, 0, 1, [])
+    popen: dict[str, Any] = {"env": env, "cwd": tmp_path, "stdout": subprocess.PIPE, "text": True}
+    waiting_before = blocked_lock_waiters()
+    with subprocess.Popen(cmd, **popen) as a:
+        wait_until(lambda: _lines(marker) == 1, 60, what="the first flow's run to start")
+        with subprocess.Popen(cmd, **popen) as b:
+            wait_until(
+                lambda: blocked_lock_waiters() > waiting_before, 60, what="the second flow to wait"
+            )
+            gate.write_text("open")
+            out_b, _ = b.communicate(timeout=120)
+        out_a, _ = a.communicate(timeout=120)
+    return _lines(marker), json.loads(out_a), json.loads(out_b)

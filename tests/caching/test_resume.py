@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.caching._resume import kill_then_resume
+from tests.caching._resume import compute_once, kill_then_resume
 
 
 @pytest.mark.parametrize("runner", ["sequential", "concurrent", "processes"])
@@ -25,3 +25,12 @@ def test_conveyor_run_resume_reuses_uncached_tasks(tmp_path: Path) -> None:
     assert got["entries_after_kill"] == 6
     assert got["rerun_executions"] == 10 - 6
     assert got["report"]["task_runs"] == {"Cached": 6, "Completed": 4}
+
+
+@pytest.mark.parametrize("runner", ["sequential", "concurrent"])
+def test_two_flows_computing_one_key_compute_it_once(runner: str, tmp_path: Path) -> None:
+    """The second flow waits on the first one's file lock, then reads its result: one execution."""
+    executions, first, second = compute_once(tmp_path, runner)
+    assert executions == 1
+    assert first["task_runs"] == {"Completed": 1}
+    assert second["task_runs"] == {"Cached": 1}
