@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOWS = "tests.caching._resume_flow"  # a module: workers of a shared cluster import it
 
 
-def _command(flow: str, runner: str, marker: Path, gate: Path, k: int, n: int, extra: list[str]) -> list[str]:
+def _command(
+    flow: str, runner: str, marker: Path, gate: Path, k: int, n: int, extra: list[str]
+) -> list[str]:
     return [
         sys.executable, "-m", "conveyor", "run", f"{FLOWS}:{flow}", "-r", runner, "--no-progress",
         "--json", "-p", f"marker={marker}", "-p", f"gate={gate}", "-p", f"k={k}", "-p", f"n={n}",
@@ -61,7 +63,9 @@ def kill_then_resume(
     entries = len(list(store.keys()))
     before = _lines(marker)
     gate.write_text("open")
-    second = subprocess.run(cmd, env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        cmd, env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)
     return {

@@ -222,7 +222,9 @@ def test_an_unwritable_store_is_refused_before_the_flow_starts(
     assert ran == []
 
 
-def test_a_corrupt_entry_is_recomputed(tmp_path: Path, store: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_corrupt_entry_is_recomputed(
+    tmp_path: Path, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A damaged entry is not returned: the run executes again, with a warning."""
     marker = tmp_path / "m"
 

@@ -10,7 +10,9 @@ from tests.caching._resume import compute_once, kill_then_resume
 
 
 @pytest.mark.parametrize("runner", ["sequential", "concurrent", "processes"])
-def test_a_killed_cached_flow_recomputes_only_what_did_not_complete(runner: str, tmp_path: Path) -> None:
+def test_a_killed_cached_flow_recomputes_only_what_did_not_complete(
+    runner: str, tmp_path: Path
+) -> None:
     """Of 10 runs, the 6 in the store before the kill are Cached in the rerun; only the rest execute."""
     got = kill_then_resume(tmp_path, runner)
     assert got["entries_after_kill"] == 6

@@ -15,7 +15,9 @@ from tests.caching._resume import kill_then_resume
 from tests.caching._resume_flow import cached_flow
 
 
-def test_a_rerun_on_dask_is_all_cached(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rerun_on_dask_is_all_cached(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second run of a 5-run flow executes nothing on the workers and counts 5 Cached."""
     monkeypatch.setenv("CONVEYOR_RESULT_STORE", str(tmp_path / "store"))
     marker, gate = tmp_path / "marker", tmp_path / "gate"
@@ -30,7 +32,9 @@ def test_a_rerun_on_dask_is_all_cached(cluster: Any, tmp_path: Path, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_killed_flow_on_dask_recomputes_only_what_did_not_complete(cluster: Any, tmp_path: Path) -> None:
+def test_a_killed_flow_on_dask_recomputes_only_what_did_not_complete(
+    cluster: Any, tmp_path: Path
+) -> None:
     """A flow SIGKILLed after 6 of 10 runs reruns on the same cluster executing only 4."""
     options = json.dumps({"address": cluster.scheduler_address, "connect_timeout": 10})
     got = kill_then_resume(tmp_path, "dask", env={"CONVEYOR_RUNNER_OPTIONS": options})

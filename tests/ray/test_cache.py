@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,9 @@ from tests.caching._resume import kill_then_resume
 from tests.caching._resume_flow import cached_flow
 
 
-def test_a_rerun_on_ray_is_all_cached(ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rerun_on_ray_is_all_cached(
+    ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second run of a 5-run flow executes nothing on the workers and counts 5 Cached."""
     monkeypatch.setenv("CONVEYOR_RESULT_STORE", str(tmp_path / "store"))
     marker, gate = tmp_path / "marker", tmp_path / "gate"
@@ -30,7 +31,9 @@ def test_a_rerun_on_ray_is_all_cached(ray_address: str, tmp_path: Path, monkeypa
 
 
 @pytest.mark.slow
-def test_a_killed_flow_on_ray_recomputes_only_what_did_not_complete(ray_address: str, tmp_path: Path) -> None:
+def test_a_killed_flow_on_ray_recomputes_only_what_did_not_complete(
+    ray_address: str, tmp_path: Path
+) -> None:
     """A flow SIGKILLed after 6 of 10 runs reruns on the same Ray cluster executing only 4."""
     options = json.dumps({"address": ray_address, "connect_timeout": 30})
     got = kill_then_resume(tmp_path, "ray", env={"CONVEYOR_RUNNER_OPTIONS": options})

@@ -103,8 +103,9 @@ class TaskRun:
         #: When the first attempt started (monotonic seconds; 0.0 until then).
         self.first_start = 0.0
         self.detail: RunDetail | None = RunDetail() if owner.record_runs else None
-        #: The flow run's caching (None: off), this run's key and the hold on it.
-        self.cache: RunCache | None = getattr(owner, "cache", None)
+        #: The flow run's caching (None: off for this task), this run's key, the hold on it.
+        cache: RunCache | None = getattr(owner, "cache", None)
+        self.cache = cache if cache is not None and cache.enabled_for(options.cache) else None
         self.cache_key: str | None = None
         self.cache_release: Callable[[], None] | None = None
         name = owner.next_task_run_name(options.name)

@@ -213,15 +213,72 @@ class ResultStore:
         return out
 
 
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
+class _KeyLocks:
+    """
+    One lock per key for the threads of this process, and across processes a POSIX record lock
+    on one byte of a shared lock file at an offset taken from the key (a record lock belongs to
+    the process, so the threads of one process queue on the thread lock first).
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[str, list[Any]] = {}  # key -> [thread lock, users]
+        self._fds: dict[Path, int] = {}
+
+    def _fd(self, root: Path) -> int:
+        with self._guard:
+            fd = self._fds.get(root)
+            if fd is None:
+                root.mkdir(parents=True, exist_ok=True)
+                # Kept open for the process's life: closing any descriptor of the file would
+                # drop every record lock this process holds on it.
+                fd = os.open(root / "locks", os.O_RDWR | os.O_CREAT, 0o644)
+                self._fds[root] = fd
+            return fd
+
+    def acquire(self, root: Path, key: str) -> Callable[[], None]:
+        fd = self._fd(root)
+        with self._guard:
+            entry = self._held.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        entry[0].acquire()
+        offset = int(key[:15], 16) if len(key) >= 15 else 0
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+        except BaseException:
+            self._drop(key, entry)
+            raise
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            finally:
+                self._drop(key, entry)
+
+        return release
+
+    def _drop(self, key: str, entry: list[Any]) -> None:
+        entry[0].release()
+        with self._guard:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._held[key]
+
+
+_LOCKS = _KeyLocks()
 
 
 @attrs.define
 class LocalStore(ResultStore):
-    """A folder on this machine; one file per entry, a file lock per key."""
+    """A folder on this machine; one file per entry, a lock per key (see :class:`_KeyLocks`)."""
 
     root: Path
+    _made: set[Path] = attrs.field(factory=set, init=False, repr=False, eq=False)
 
     @property
     def location(self) -> str:  # type: ignore[override]
@@ -244,13 +301,15 @@ class LocalStore(ResultStore):
 
     def write(self, key: str, blob: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
         try:
+            # No fsync: after a power loss an entry may be empty or short, and its checksum
+            # then makes it a miss; it is never returned torn.
             with os.fdopen(fd, "wb") as out:
                 out.write(blob)
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -269,34 +328,7 @@ class LocalStore(ResultStore):
                 yield path.name[: -len(SUFFIX)]
 
     def acquire(self, key: str) -> Callable[[], None]:
-        # flock conflicts between open files of one process too, so threads of this process
-        # queue on a thread lock first and only one of them holds the file lock.
-        with _THREAD_LOCKS_GUARD:
-            thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
-        thread_lock.acquire()
-        try:
-            folder = self.root / "locks"
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / (key + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        except BaseException:
-            thread_lock.release()
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            thread_lock.release()
-            raise
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                os.close(fd)  # closing releases the flock
-                thread_lock.release()
-
-        return release
+        return _LOCKS.acquire(self.root, key)
 
 
 @attrs.define
