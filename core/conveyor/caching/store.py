@@ -278,33 +278,36 @@ class LocalStore(ResultStore):
     """A folder on this machine; one file per entry, a lock per key (see :class:`_KeyLocks`)."""
 
     root: Path
-    _made: set[Path] = attrs.field(factory=set, init=False, repr=False, eq=False)
+    _made: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
 
     @property
     def location(self) -> str:  # type: ignore[override]
         return str(self.root)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / (key + SUFFIX)
+    def _path(self, key: str) -> str:
+        # Strings, not Path objects: this is on every cache hit's path.
+        return f"{os.fspath(self.root)}/{key[:2]}/{key}{SUFFIX}"
 
     def where(self, key: str) -> str:
-        return str(self._path(key))
+        return self._path(key)
 
     def read(self, key: str) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def write(self, key: str, blob: bytes) -> None:
         path = self._path(key)
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+        folder = os.path.dirname(path)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=SUFFIX)
         try:
             # No fsync: after a power loss an entry may be empty or short, and its checksum
             # then makes it a miss; it is never returned torn.
@@ -318,7 +321,7 @@ class LocalStore(ResultStore):
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+            os.unlink(self._path(key))
 
     def keys(self) -> Iterator[str]:
         if not self.root.is_dir():
