@@ -73,6 +73,20 @@ def test_second_run_is_all_cached(runner: str, tmp_path: Path) -> None:
     assert record.counts() == {"Cached": 4}
 
 
+@pytest.mark.parametrize("runner", ["sequential", "concurrent"])
+def test_an_fsspec_memory_store_works_end_to_end(
+    runner: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a memory:// store (standing in for object storage) the rerun is all Cached."""
+    monkeypatch.setenv("CONVEYOR_RESULT_STORE", f"memory://{tmp_path.name}-{runner}")
+    marker = tmp_path / "marker"
+    chain = _chain(runner)
+    assert chain(str(marker), 3) == 20
+    run = chain.create_run()
+    assert run.run((str(marker), 3), {}).result() == 20
+    assert len(_runs(marker)) == 4 and run.record.counts() == {"Cached": 4}
+
+
 def test_cached_state_carries_the_key(tmp_path: Path) -> None:
     """A hit's state is COMPLETED, named Cached, with the key as its reason."""
     marker = str(tmp_path / "m")

@@ -15,11 +15,13 @@ from tests.caching._resume import kill_then_resume
 from tests.caching._resume_flow import cached_flow
 
 
+@pytest.mark.parametrize("where", ["folder", "memory"])
 def test_a_rerun_on_dask_is_all_cached(
-    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    where: str, cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second run of a 5-run flow executes nothing on the workers and counts 5 Cached."""
-    monkeypatch.setenv("CONVEYOR_RESULT_STORE", str(tmp_path / "store"))
+    store = str(tmp_path / "store") if where == "folder" else f"memory://{tmp_path.name}"
+    monkeypatch.setenv("CONVEYOR_RESULT_STORE", store)
     marker, gate = tmp_path / "marker", tmp_path / "gate"
     gate.write_text("open")
     runner = DaskRunner(address=cluster.scheduler_address, connect_timeout=10)
