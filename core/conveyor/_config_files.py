@@ -28,8 +28,10 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["KEYS", "FileConfig", "closest", "find_config"]
 
+#: The caching keys, read by :mod:`conveyor.caching.settings`.
+CACHE_KEYS = ("result_store", "cache", "cache_max_bytes", "cache_max_age")
 #: The keys of ``[tool.conveyor]`` (the top level of ``conveyor.toml``).
-KEYS = ("runner", "runners")
+KEYS = ("runner", "runners", *CACHE_KEYS)
 
 
 def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -47,6 +49,8 @@ class FileConfig:
     runners: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: How the file spells its conveyor table: ``tool.conveyor.`` in pyproject.toml.
     prefix: str = ""
+    #: The caching keys the file sets (see ``CACHE_KEYS``).
+    settings: Mapping[str, Any] = attrs.field(factory=dict)
 
     def describe(self) -> str:
         """``pyproject.toml`` and where, for messages; ``no config file`` without one."""
@@ -99,7 +103,8 @@ def _from_table(path: Path, table: dict[str, Any], prefix: str) -> FileConfig:
     runners = _section(path, table.get("runners", {}), f"{prefix}runners")
     for name, opts in runners.items():
         _section(path, opts, f"{prefix}runners.{name}")
-    return FileConfig(path, runner, runners, prefix)
+    settings = {k: table[k] for k in CACHE_KEYS if k in table}
+    return FileConfig(path, runner, runners, prefix, settings)
 
 
 def find_config(start: Path | None = None) -> FileConfig:

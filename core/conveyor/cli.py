@@ -16,6 +16,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from conveyor._version import __version__
+from conveyor.console.cache_command import add_cache_parser
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -93,6 +94,12 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--log-level", default="INFO", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR"
     )
     run.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the completed runs of the last --resume run with these parameters",
+    )
+    add_cache_parser(sub)
     return parser, run
 
 
@@ -172,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from conveyor.console.config_view import config_command  # deferred: see above
 
             return config_command(args)
+        if args.command == "cache":
+            from conveyor.console.cache_command import cache_command  # deferred: see above
+
+            return cache_command(args)
         if args.target is None:
             if args.help:
                 run.print_help()

@@ -20,6 +20,7 @@ from conveyor._driver import drive, drive_async
 from conveyor._engine import TaskRun
 from conveyor._interrupts import watching_sigint
 from conveyor._stall import StallWatch
+from conveyor.caching.context import RunCache
 from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
@@ -96,6 +97,8 @@ class FlowRun:
         self.progress_transient = False
         #: Where the HTML run report is written when the run ends (None: no report).
         self.report = report
+        #: The run's caching (a :class:`~conveyor.caching.context.RunCache`), or None: off.
+        self.cache: RunCache | None = None
         #: What happened in this run: the summary, and per task run with ``record_runs``.
         self.record = RunRecord(
             self.id,

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
+from conveyor.caching.context import RunCache
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
@@ -65,6 +66,7 @@ class Flow(Generic[P, R]):
         log_prints: bool = False,
         record_runs: bool = False,
         report: ReportPath | None = None,
+        cache: bool | None = None,
         _call_runner: RunnerSpec = None,
     ) -> None:
         if not callable(cast(object, fn)):
@@ -88,6 +90,8 @@ class Flow(Generic[P, R]):
         self.record_runs = record_runs
         #: Where each run writes its HTML run report (see :mod:`conveyor.report`), or None.
         self.report = report
+        #: Whether its tasks that leave ``cache`` unset are cached (None: as the config says).
+        self.cache = cache
         self._call_runner = _call_runner
         self.is_async = is_async_callable(fn)
         functools.update_wrapper(self, fn)
@@ -123,6 +127,7 @@ class Flow(Generic[P, R]):
             log_prints=self.log_prints if log_prints is None else log_prints,
             record_runs=self.record_runs if record_runs is None else record_runs,
             report=self.report if report is None else report,
+            cache=self.cache,
             _call_runner=runner if runner is not None else self._call_runner,
         )
 
@@ -132,6 +137,7 @@ class Flow(Generic[P, R]):
         record_runs: bool | None = None,
         progress: bool | None = None,
         report: ReportPath | None = None,
+        resume: tuple[Any, ...] | None = None,
     ) -> FlowRun:
         """
         A new, unstarted run of this flow, on the runner that resolution picks now (see
@@ -140,7 +146,8 @@ class Flow(Generic[P, R]):
         runner has the same configuration, the new run uses that started runner and leaves its
         lifecycle to the outer run. ``record_runs``, ``progress`` and ``report`` override the
         flow's; a report path that cannot be written raises
-        :class:`~conveyor.exceptions.ConfigError` here, before anything runs.
+        :class:`~conveyor.exceptions.ConfigError` here, before anything runs. ``resume`` (the
+        run's parameters) reuses the completed runs of an earlier resumable run.
         """
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
@@ -157,7 +164,10 @@ class Flow(Generic[P, R]):
                 # A flow called from a flow on the same runner configuration shares its
                 # started runner (its cluster) instead of starting another one.
                 shared = started
-        return FlowRun(
+        cache = RunCache.for_flow(self.name, self.cache, resume)
+        if cache.on_by_default:
+            cache.check()  # an unusable store is refused before the flow starts
+        flow_run = FlowRun(
             self.name,
             self.fn,
             self.is_async,
@@ -170,6 +180,8 @@ class Flow(Generic[P, R]):
             progress=progress_wanted(self.progress if progress is None else progress),
             report=report_path,
         )
+        flow_run.cache = cache
+        return flow_run
 
     @overload
     def __call__(
@@ -225,6 +237,7 @@ def flow(
     log_prints: bool = False,
     record_runs: bool = False,
     report: ReportPath | None = None,
+    cache: bool | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -238,6 +251,7 @@ def flow(
     log_prints: bool = False,
     record_runs: bool = False,
     report: ReportPath | None = None,
+    cache: bool | None = None,
 ) -> Any:
     """
     Make a function a flow; use as ``@flow`` or ``@flow(runner="dask")``.
@@ -249,6 +263,8 @@ def flow(
     tasks that leave their own ``log_prints`` unset, into log records; ``record_runs=True``
     keeps a record of every task run's attempts in :attr:`FlowRun.record`; ``report="run.html"``
     records them and writes each run's HTML run report there (see :mod:`conveyor.report`).
+    keeps a record of every task run's attempts in :attr:`FlowRun.record`; ``cache`` is the
+    default of its tasks' ``cache`` option (README "Caching and resume").
     """
     options: dict[str, Any] = {
         "name": name,
@@ -257,6 +273,7 @@ def flow(
         "log_prints": log_prints,
         "record_runs": record_runs,
         "report": report,
+        "cache": cache,
     }
     if fn is None:
         return lambda f: Flow(f, **options)

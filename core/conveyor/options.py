@@ -29,6 +29,9 @@ OPTION_NAMES = (
     "runner_options",
     "map_window",
     "log_prints",
+    "cache",
+    "cache_key",
+    "cache_expiration",
 )
 
 
@@ -46,6 +49,12 @@ class TaskOptions:
     map_window: int = 1024
     #: Whether print() in the task becomes log records; None: as the flow says.
     log_prints: bool | None = None
+    #: Whether completed runs are cached in the result store; None: as the flow says.
+    cache: bool | None = None
+    #: A user part of the cache key: called with the run's arguments, returns a string.
+    cache_key: Callable[..., str] | None = attrs.field(default=None, eq=False)
+    #: How long a cached result stays valid, in seconds (None: until cleared).
+    cache_expiration: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The options as keyword arguments of ``@task``."""
@@ -91,6 +100,18 @@ def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOption
     if log_prints is not None and not isinstance(log_prints, bool):
         msg = f"{owner}: `log_prints={log_prints!r}` is invalid; give True, False or None."
         raise ConfigError(msg)
+    cache = given.get("cache")
+    if cache is not None and not isinstance(cache, bool):
+        msg = f"{owner}: `cache={cache!r}` is invalid; give True, False or None."
+        raise ConfigError(msg)
+    cache_key = given.get("cache_key")
+    if cache_key is not None and not callable(cache_key):
+        msg = (
+            f"{owner}: `cache_key={cache_key!r}` is invalid; give a function that returns a string."
+        )
+        raise ConfigError(msg)
+    _TIMEOUT.check(given.get("cache_expiration"), option="cache_expiration", owner=owner)
+    expiration = given.get("cache_expiration")
     timeout = given.get("timeout_seconds")
     return TaskOptions(
         name=name,
@@ -102,4 +123,7 @@ def make_options(owner: str, fn: Callable[..., Any], **given: Any) -> TaskOption
         runner_options=dict(given.get("runner_options") or {}),
         map_window=given.get("map_window", 1024) or 1,
         log_prints=log_prints,
+        cache=cache,
+        cache_key=cache_key,
+        cache_expiration=None if expiration is None else float(expiration),
     )

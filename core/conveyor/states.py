@@ -2,7 +2,8 @@
 Run states: immutable values that say where a task run or flow run is.
 
 A state has a :class:`StateType` and a ``name``. Named states refine a type: ``Retrying`` is a
-PENDING state, ``TimedOut`` and ``NotRun`` are FAILED states. FAILED means the user's code raised
+PENDING state, ``Cached`` (a result from the result store) is a COMPLETED state, ``TimedOut``
+and ``NotRun`` are FAILED states. FAILED means the user's code raised
 (or ran past its timeout); CRASHED means the infrastructure failed: a worker died, the backend
 went away, or a value could not be serialized.
 
@@ -34,6 +35,7 @@ from conveyor.exceptions import (
 
 __all__ = [
     "FINAL_TYPES",
+    "Cached",
     "Cancelled",
     "Completed",
     "CrashReason",
@@ -220,7 +222,7 @@ class State(Generic[T]):
 
     ``data`` is the result of a COMPLETED state, or the exception of a FAILED or CRASHED one.
     ``reason`` is a short tag for CRASHED, CANCELLED and TimedOut states (``worker-died``,
-    ``backend-lost``, ``stopped``, ...); ``traceback`` is the remote traceback as text, when the
+    ``backend-lost``, ``stopped``, ...), and the cache key of a ``Cached`` state; ``traceback`` is the remote traceback as text, when the
     error happened in another process.
     """
 
@@ -319,6 +321,11 @@ def Running(message: str = "") -> State[Any]:
 def Completed(data: Any = None, message: str = "") -> State[Any]:
     """A run that returned ``data``."""
     return State(StateType.COMPLETED, "Completed", message, data)
+
+
+def Cached(data: Any, key: str) -> State[Any]:
+    """A run whose result came from the result store; ``reason`` holds its cache key."""
+    return State(StateType.COMPLETED, "Cached", f"Cache hit {key}.", data, key)
 
 
 def Failed(

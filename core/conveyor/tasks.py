@@ -375,6 +375,9 @@ def task(
     runner_options: Mapping[str, Any] | None = None,
     map_window: int = 1024,
     log_prints: bool | None = None,
+    cache: bool | None = None,
+    cache_key: Callable[[Any], str] | None = None,
+    cache_expiration: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -387,8 +390,8 @@ def task(fn: Any = None, /, **options: Any) -> Any:
     runs the infrastructure failed); ``resources`` (e.g. ``{"GPU": 1}``, for runners that take
     them); ``runner_options`` (passed to the runner as is); ``map_window`` (how many runs a map over a
     lazy iterable keeps submitted ahead, default 1024); ``log_prints`` (``print()`` in the task
-    becomes log records; None, the default, follows ``@flow(log_prints=...)``). Async functions
-    are first-class.
+    becomes log records; None, the default, follows ``@flow(log_prints=...)``); ``cache``,
+    ``cache_key``, ``cache_expiration`` (README "Caching and resume"). Async functions are first-class.
     """
     if fn is None:
         return lambda f: Task(f, **options)

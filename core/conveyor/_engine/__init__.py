@@ -5,6 +5,7 @@ it reports to (the flow run).
 
 from __future__ import annotations
 
-from conveyor._engine.task_run import RunOwner, TaskRun
+from conveyor._engine.owner import RunOwner
+from conveyor._engine.task_run import TaskRun
 
 __all__ = ["RunOwner", "TaskRun"]

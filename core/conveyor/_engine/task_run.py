@@ -15,10 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from conveyor._engine.caching import end, look_up
 from conveyor._engine.dependencies import not_run, substitute, upstream_of, when_all_done
+from conveyor._engine.owner import RunOwner
 from conveyor._timers import TimerHandle, call_later
+from conveyor.caching.context import RunCache
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
 from conveyor.run_record import RunDetail
@@ -45,28 +48,6 @@ _ids = itertools.count(1)
 _lock = threading.Lock()
 
 
-class RunOwner(Protocol):
-    """
-    What a task run belongs to (the flow run): its id (task run ids are ``{id}.{n}``), its name
-    (for the attempts' log records), whether its runs keep a
-    :class:`~conveyor.run_record.TaskRunRecord` each, and where state changes go.
-    """
-
-    id: str
-    name: str
-    record_runs: bool
-
-    def next_task_run_name(self, task_name: str) -> str:
-        """A new run name for a run of ``task_name`` (``fetch-3``)."""
-        ...
-
-    def on_task_run_state(self, run: TaskRun, old: State[Any], new: State[Any]) -> None:
-        """``run`` moved from ``old`` to ``new``."""
-
-    def warn_not_stopped(self, run: TaskRun, message: str) -> None:
-        """``run`` timed out and its runner could not stop its work."""
-
-
 class TaskRun:
     """
     One run of a task inside a flow run: its future, its options and its current attempt.
@@ -76,6 +57,9 @@ class TaskRun:
         "args",
         "attempt",
         "attempts",
+        "cache",
+        "cache_key",
+        "cache_release",
         "chained",
         "context",
         "crashes",
@@ -119,12 +103,19 @@ class TaskRun:
         #: When the first attempt started (monotonic seconds; 0.0 until then).
         self.first_start = 0.0
         self.detail: RunDetail | None = RunDetail() if owner.record_runs else None
+        #: The flow run's caching (None: off for this task), this run's key, the hold on it.
+        cache: RunCache | None = getattr(owner, "cache", None)
+        self.cache = cache if cache is not None and cache.enabled_for(options.cache) else None
+        self.cache_key: str | None = None
+        self.cache_release: Callable[[], None] | None = None
         name = owner.next_task_run_name(options.name)
         self.future: RunFuture[Any] = RunFuture(f"{owner.id}.{next(_ids)}", name, _PENDING, self)
 
     # -- state changes ----------------------------------------------------------------------
 
     def _transition(self, state: State[Any]) -> bool:
+        if self.cache and self.cache_release and state.is_final() and not self.future.done():
+            end(self.cache, self, state)  # write before the future settles: its waiter may read
         old = self.future.peek()
         if not self.future.settle(state):
             if state.is_final():
@@ -146,11 +137,13 @@ class TaskRun:
     def start(self) -> None:
         """Start the run: now, or when the futures it was given as arguments are final."""
         upstream = upstream_of(self.args, self.kwargs)
+        for f in upstream:
+            f.mark_observed()
+        if self._cached(final=not upstream):
+            return
         if not upstream:
             self._launch()
             return
-        for f in upstream:
-            f.mark_observed()
         if self.detail is not None:
             self.detail.upstream = tuple(f.id for f in upstream)
         chained = self._chain_values(upstream)
@@ -222,7 +215,14 @@ class TaskRun:
         self.args = substitute(self.args, values)
         self.kwargs = substitute(self.kwargs, values)
         self.chained = None
+        if self.cache_key is None and self._cached(final=True):
+            return
         self._launch()
+
+    def _cached(self, *, final: bool) -> bool:
+        """Whether the run finished from the result store (``final``: its values are in)."""
+        hit = None if self.cache is None else look_up(self.cache, self, final=final)
+        return hit is not None and (self._finish(hit) or True)
 
     def _launch(self, values: dict[int, Any] | None = None) -> None:
         if self.future.done():

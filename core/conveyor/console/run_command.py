@@ -178,7 +178,10 @@ def run_command(args: argparse.Namespace) -> int:
                 plugin = _CliPlugin(reinstall)
                 host.register(plugin, name="conveyor-cli")
                 try:
-                    flow_run = flow.create_run(progress=_progress(args), report=args.report)
+                    resume = call if getattr(args, "resume", False) else None
+                    flow_run = flow.create_run(
+                        progress=_progress(args), report=args.report, resume=resume
+                    )
                     flow_run.progress_transient = True
                     try:
                         state, after = _execute(flow_run, call)
