@@ -20,8 +20,10 @@ import pytest
 
 pytest.importorskip("conveyor_ray")
 
-from tests.multihost._drivers import Driver, check_fault, lab_env, wait_for_log
+from tests.multihost._drivers import SPARED, Driver, check_fault, lab_env, wait_for_log
 from tests.multihost._netns import Lab, own_prefix
+
+pytestmark = pytest.mark.multihost
 
 PORT = 6379
 READY = "Ray runtime started"
@@ -64,11 +66,25 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         with Lab(["hostB", "hostA", "drv"], tmp_path) as lab:
             head = f"{lab.hosts['hostB'].address}:{PORT}"
-            _ray_start(lab, "hostB", temp, "--head", f"--port={PORT}", "--include-dashboard=false", "--num-cpus=2",
-                       f"--resources={json.dumps({'hostB': 2})}")
+            _ray_start(
+                lab,
+                "hostB",
+                temp,
+                "--head",
+                f"--port={PORT}",
+                "--include-dashboard=false",
+                "--num-cpus=2",
+                f"--resources={json.dumps({'hostB': 2})}",
+            )
             wait_for_log(lab, "hostB", READY)
-            _ray_start(lab, "hostA", temp, f"--address={head}", "--num-cpus=2",
-                       f"--resources={json.dumps({'hostA': 2})}")
+            _ray_start(
+                lab,
+                "hostA",
+                temp,
+                f"--address={head}",
+                "--num-cpus=2",
+                f"--resources={json.dumps({'hostA': 2})}",
+            )
             _ray_start(lab, "drv", temp, f"--address={head}", "--num-cpus=0")
             wait_for_log(lab, "hostA", READY)
             wait_for_log(lab, "drv", READY)
@@ -92,6 +108,7 @@ def test_data_crosses_hosts(lab: Lab) -> None:
     """A run on hostA feeds a run on hostB by an ObjectRef; every Ray process listens only in
     its own namespace, none in the root namespace."""
     out = _driver(lab, "crossing").result()
+    assert out["returned"] and out["exited"] and out["rc"] == 0, out
     up, down = out["value"]["up"], out["value"]["down"]
     assert (up["host"], down["host"]) == ("hostA", "hostB")
     assert up["worker"] != down["worker"]
@@ -104,23 +121,37 @@ def test_data_crosses_hosts(lab: Lab) -> None:
     assert not any(f"pid={p}," in root for p in ours), root
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Ray marks the unplugged node dead (its log says so) but never fails the tasks that "
+    "were running there, and conveyor-ray does not compare its runs' nodes with the live ones: "
+    "the runs stay RUNNING",
+)
 def test_worker_host_link_cut(lab: Lab) -> None:
     """hostA's link goes down mid-run: its runs CRASHED worker-died, hostB's complete."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["hostA"].cut)
-    check_fault(driver.result(), at, "worker-died", None)
+    check_fault(driver.result(), at, "worker-died")
 
 
 def test_worker_host_killed(lab: Lab) -> None:
     """Every process of hostA is SIGKILLed mid-run: its runs CRASHED worker-died."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["hostA"].kill_all)
-    check_fault(driver.result(), at, "worker-died", None)
+    check_fault(driver.result(), at, "worker-died")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="conveyor-ray counts a GCS probe that times out as 'slow, not gone', so a silently "
+    "unplugged head is noticed only when the kernel gives up on its address (32-45 s and more "
+    "measured), and the runner's stop then waits 30 s for ray.shutdown(), which hangs, as does "
+    "Ray's exit hook: the driver does not end",
+)
 def test_head_host_cut_off(lab: Lab) -> None:
-    """The head's host loses its link: every in-flight run CRASHED backend-lost, and the flow
-    returns."""
+    """The head's host loses its link: its runs CRASHED backend-lost, and the flow returns."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["hostB"].cut)
-    check_fault(driver.result(), at, "backend-lost", "backend-lost")
+    # hostA's runs do not need the head to finish: they may complete, or be lost with it.
+    others = (("COMPLETED", None), ("CRASHED", "backend-lost"))
+    check_fault(driver.result(), at, "backend-lost", doomed=SPARED, others=others)
