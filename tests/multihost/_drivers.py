@@ -147,38 +147,33 @@ class Driver:
         return found[0] if found else None
 
     def result(self, limit: float = DETECT_LIMIT + 25) -> dict[str, Any]:
-        """
-        Wait (up to ``limit`` s) for the states the flow reports, and return them as
-        ``value``, with ``returned`` and ``exited``: whether the flow then returned, and the
-        driver ended, each within :data:`EXIT_LIMIT`.
-        """
+        """Wait (up to ``limit`` s) for the states the flow reports, and return them."""
         line = wait_until(
             lambda: self._line("STATES ") or self.proc.poll() is not None, limit, interval=0.1
         ) and self._line("STATES ")
         if not line:
             raise AssertionError(f"the flow reported nothing in {limit} s\n{self.lab.tail()}")
+        return dict(json.loads(line[len("STATES ") :]))
+
+    def check_ended(self) -> None:
+        """Assert that the flow then returned, and the driver ended, each within :data:`EXIT_LIMIT`."""
         returned = wait_until(lambda: self._line("RETURNED"), EXIT_LIMIT, interval=0.1)
+        assert returned, f"the flow did not return within {EXIT_LIMIT} s\n{self.lab.tail()}"
         exited = wait_until(lambda: self.proc.poll() is not None, EXIT_LIMIT, interval=0.1)
-        return {
-            "value": json.loads(line[len("STATES ") :]),
-            "returned": bool(returned),
-            "exited": exited,
-            "rc": self.proc.returncode,
-        }
+        assert exited and self.proc.returncode == 0, f"the driver did not end\n{self.lab.tail()}"
 
 
 def check_fault(
-    out: dict[str, Any],
+    driver: Driver,
     at: float,
     reason: str,
     doomed: tuple[str, ...] = DOOMED,
     others: tuple[tuple[str, str | None], ...] = (("COMPLETED", None),),
-    limit: float = DETECT_LIMIT,
 ) -> list[float]:
     """Assert the fault flow's outcome: the ``doomed`` runs CRASHED with ``reason`` within
-    ``limit`` s, every other run in one of the states ``others``, the driver ended; returns
-    the detection times."""
-    states = out["value"]
+    :data:`DETECT_LIMIT`, every other run in one of the states ``others``, the driver ended;
+    returns the detection times."""
+    states = driver.result()
     hung = [n for n, st in states.items() if st is None]
     assert not hung, f"not final {DETECT_LIMIT + 5} s after the fault: {hung}; {states}"
     took = []
@@ -188,8 +183,7 @@ def check_fault(
         took.append(round(when - at, 1))
     for name in set(states) - set(doomed):
         assert tuple(states[name][:2]) in others, (name, states[name])
-    assert out["returned"], f"the flow did not return within {EXIT_LIMIT} s: {states}"
-    assert out["exited"] and out["rc"] == 0, f"the driver did not end: {out}"
-    assert max(took) < limit, took
+    assert max(took) < DETECT_LIMIT, took
+    driver.check_ended()
     print(f"detected in {took} s")
     return took

@@ -90,9 +90,10 @@ def _root_listeners() -> str:
 def test_data_crosses_hosts(lab: Lab) -> None:
     """A run on hostA feeds a run on hostB by a native future; every process listens only on
     its own host's address (or loopback) in its own namespace, none in the root namespace."""
-    out = _driver(lab, "crossing").result()
-    assert out["returned"] and out["exited"] and out["rc"] == 0, out
-    up, down = out["value"]["up"], out["value"]["down"]
+    driver = _driver(lab, "crossing")
+    out = driver.result()
+    driver.check_ended()
+    up, down = out["up"], out["down"]
     assert (up["host"], down["host"]) == ("hostA", "hostB")
     assert up["worker"] != down["worker"]
     assert down["from"] == up["worker"] and down["sum"] == sum(range(1000))
@@ -108,14 +109,14 @@ def test_worker_host_link_cut(lab: Lab) -> None:
     """hostA's link goes down mid-run: its runs CRASHED worker-died, hostB's complete."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["hostA"].cut)
-    check_fault(driver.result(), at, "worker-died")
+    check_fault(driver, at, "worker-died")
 
 
 def test_worker_host_killed(lab: Lab) -> None:
     """Every process of hostA is SIGKILLed mid-run: its runs CRASHED worker-died."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["hostA"].kill_all)
-    check_fault(driver.result(), at, "worker-died")
+    check_fault(driver, at, "worker-died")
 
 
 def test_scheduler_host_cut_off(lab: Lab) -> None:
@@ -123,4 +124,4 @@ def test_scheduler_host_cut_off(lab: Lab) -> None:
     flow returns."""
     driver = _driver(lab, "faulty")
     at = driver.fault(lab.hosts["sched"].cut)
-    check_fault(driver.result(), at, "backend-lost", doomed=(*DOOMED, *SPARED))
+    check_fault(driver, at, "backend-lost", doomed=(*DOOMED, *SPARED))
