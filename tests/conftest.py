@@ -2,8 +2,8 @@
 Suite-wide settings and the leak guard.
 
 The leak guard fails the run if, when the session ends, a process this test process started is
-still alive, a non-daemon thread other than the main one is still running, or this process
-still has a listening socket.
+still alive, a non-daemon thread other than the main one is still running, this process
+still has a listening socket, or a network namespace it created (tests/multihost) remains.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ os.environ.pop("CONVEYOR_BLOCK_PLUGINS", None)
 
 import psutil
 import pytest
+
+from tests.multihost._netns import leftovers as leftover_namespaces
 
 LEAK_GRACE_SECONDS = 20.0
 
@@ -48,6 +50,7 @@ def _leaks() -> list[str]:
     for conn in conns:
         if conn.status == psutil.CONN_LISTEN:
             found.append(f"listening socket {conn.laddr.ip}:{conn.laddr.port}")
+    found.extend(f"network namespace {ns}" for ns in leftover_namespaces())
     return found
 
 
