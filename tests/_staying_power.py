@@ -366,7 +366,14 @@ def check_program_second_interrupt(tmp_path: Path, runner: str) -> None:
         # was raised while the first was being handled (cancelling the runs), or in the flow's
         # shutdown after that (ending the flow run, stopping its runner).
         handling = "During handling of the above exception, another exception occurred"
-        shutdown = ("runner.stop()", "_stop_quietly(", "flow_run._end(", "flow_run._inline.stop()")
+        shutdown = (
+            "runner.stop()",
+            "_stop_quietly(",
+            "flow_run._end(",
+            "flow_run._inline.stop()",
+            "_deactivate(flow_run",
+            "flow_run.close_inline()",
+        )
         assert handling in err or any(frame in err for frame in shutdown), err
         assert took < 5, f"{took:.1f} s after the second SIGINT"
         assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
