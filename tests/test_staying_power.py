@@ -207,7 +207,7 @@ class TestThreadLimits:
     def test_readme_documents_it(self) -> None:
         """The README says so and names the runners to use instead."""
         readme = (Path(__file__).parent.parent / "README.md").read_text()
-        assert "os._exit" in readme and "For isolation use `dask`, `ray`" in readme
+        assert "os._exit" in readme and "For isolation on one machine use `processes`" in readme
 
 
 class TestScale:

@@ -10,6 +10,7 @@ start or stop (an unreachable backend); 130 and 143 for SIGINT and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -197,6 +198,10 @@ def run_command(args: argparse.Namespace) -> int:
                 value = state.result()
             except Exception as exc:  # a remote value that cannot be fetched
                 value = f"<the result could not be fetched: {describe(exc)}>"
+        # What the tasks printed, still in sys.stdout's buffer, comes out before the report
+        # (a task may have closed sys.stdout: then there is nothing to flush).
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.flush()
         if args.json:
             print(json.dumps(summary(flow_run.record, state, value), indent=2), file=out)
         else:
