@@ -20,12 +20,10 @@ from conveyor._driver import drive, drive_async
 from conveyor._engine import TaskRun
 from conveyor._interrupts import watching_sigint
 from conveyor._stall import StallWatch
-from conveyor.caching.context import RunCache
 from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.flow_run_info import FlowRunInfo
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
-from conveyor.report import ReportPath, interrupted_by, write_report
 from conveyor.run_record import TRACEBACKS, RunRecord, failure_of
 from conveyor.runners._inline import loop_inline_runner
 from conveyor.runners.protocol import ConcurrencyType, Runner
@@ -36,7 +34,9 @@ from conveyor.tasks import Task
 if TYPE_CHECKING:
     import asyncio
 
+    from conveyor.caching.context import RunCache
     from conveyor.plugins.manager import PluginHost
+    from conveyor.report import ReportPath
 
 __all__ = ["FlowRun"]
 
@@ -183,6 +183,8 @@ class FlowRun:
         if error is not None:
             record.failures.append(failure_of(self.name, self.info.flow_name, state))
         if self.report is not None:
+            from conveyor.report import interrupted_by  # deferred: only with a report
+
             self.write_report(self.report, interrupted=interrupted_by(error))
 
     def write_report(self, path: ReportPath, *, interrupted: str | None = None) -> Path | None:
@@ -191,6 +193,8 @@ class FlowRun:
         with the error logged, if it could not be written. Done by itself when the run ends if
         the flow was given ``report=``.
         """
+        from conveyor.report import write_report  # deferred: `import conveyor` stays light
+
         try:
             return write_report(self.record, path, interrupted=interrupted)
         except Exception:  # a report that cannot be written never changes the run's outcome

@@ -13,17 +13,18 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
-from conveyor.caching.context import RunCache
 from conveyor.exceptions import ConfigError
 from conveyor.flow_run import FlowRun
 from conveyor.flow_run_info import FlowRunInfo
-from conveyor.report import ReportPath, check_report_path
 from conveyor.runners.attempt import is_async_callable
 from conveyor.runners.protocol import Runner
 from conveyor.states import State
 from conveyor.tasks import flow_run_var
+
+if TYPE_CHECKING:
+    from conveyor.report import ReportPath
 
 __all__ = ["PROGRESS_ENV", "Flow", "FlowRun", "current_flow_run", "flow", "progress_wanted"]
 
@@ -149,13 +150,22 @@ class Flow(Generic[P, R]):
         :class:`~conveyor.exceptions.ConfigError` here, before anything runs. ``resume`` (the
         run's parameters) reuses the completed runs of an earlier resumable run.
         """
+        from conveyor._config_files import find_config  # deferred, with config below
+        from conveyor.caching.context import RunCache  # deferred: caching is for flow runs
         from conveyor.config import resolve_runner  # deferred: config imports the plugin host
         from conveyor.plugins.manager import get_host  # deferred: it loads plugins on first use
 
         report = self.report if report is None else report
-        report_path = None if report is None else check_report_path(report)
+        report_path = None
+        if report is not None:
+            from conveyor.report import check_report_path  # deferred: only with a report
+
+            report_path = check_report_path(report)
         host = get_host()
-        runner = resolve_runner(call=self._call_runner, decorator=self.runner, host=host)
+        config = find_config()  # read once, for the runner and the cache settings
+        runner = resolve_runner(
+            call=self._call_runner, decorator=self.runner, host=host, config=config
+        )
         parent = flow_run_var.get()
         shared = None
         if parent is not None:
@@ -164,7 +174,7 @@ class Flow(Generic[P, R]):
                 # A flow called from a flow on the same runner configuration shares its
                 # started runner (its cluster) instead of starting another one.
                 shared = started
-        cache = RunCache.for_flow(self.name, self.cache, resume)
+        cache = RunCache.for_flow(self.name, self.cache, resume, config=config)
         if cache.on_by_default:
             cache.check()  # an unusable store is refused before the flow starts
         flow_run = FlowRun(

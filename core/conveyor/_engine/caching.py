@@ -17,14 +17,14 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor.caching.context import RunCache
-from conveyor.caching.keys import Unhashable, function_digest, value_digest
-from conveyor.caching.store import CorruptEntry
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
 from conveyor.states import Cached, ResultRef, State, StateType
+
+if TYPE_CHECKING:
+    from conveyor.caching.context import RunCache
 
 __all__ = ["CacheableRun", "end", "look_up"]
 
@@ -94,6 +94,8 @@ def key_of(cache: RunCache, run: CacheableRun, *, final: bool) -> str | None:
     (``final=False``), an upstream run without a key makes this raise :class:`_NoKeyYet`
     (caught by the caller, which keys the run again with ``final=True``).
     """
+    from conveyor.caching.keys import Unhashable, function_digest, value_digest  # deferred: hashlib
+
     name = run.options.name
     user = _user_part(cache, run)
     if user is None:
@@ -157,6 +159,8 @@ def _nothing() -> None:
 
 
 def _load(cache: RunCache, store: Any, key: str, name: str) -> State[Any] | None:
+    from conveyor.caching.store import CorruptEntry  # deferred: only when caching is on
+
     try:
         found, value = store.load(key)
     except (CorruptEntry, OSError) as exc:

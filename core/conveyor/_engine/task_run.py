@@ -21,7 +21,6 @@ from conveyor._engine.caching import end, look_up
 from conveyor._engine.dependencies import not_run, substitute, upstream_of, when_all_done
 from conveyor._engine.owner import RunOwner
 from conveyor._timers import TimerHandle, call_later
-from conveyor.caching.context import RunCache
 from conveyor.futures import RunFuture
 from conveyor.options import TaskOptions
 from conveyor.run_record import RunDetail
@@ -103,8 +102,9 @@ class TaskRun:
         #: When the first attempt started (monotonic seconds; 0.0 until then).
         self.first_start = 0.0
         self.detail: RunDetail | None = RunDetail() if owner.record_runs else None
-        #: The flow run's caching (None: off for this task), this run's key, the hold on it.
-        cache: RunCache | None = getattr(owner, "cache", None)
+        #: The flow run's caching (a ``RunCache``; None: off for this task), this run's key, the
+        #: hold on it (an owner may have no ``cache`` at all).
+        cache = getattr(owner, "cache", None)
         self.cache = cache if cache is not None and cache.enabled_for(options.cache) else None
         self.cache_key: str | None = None
         self.cache_release: Callable[[], None] | None = None

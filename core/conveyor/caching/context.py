@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.caching.keys import value_digest
 from conveyor.caching.settings import CacheSettings, open_store, prune, resolve_settings
 from conveyor.caching.store import ResultStore
 from conveyor.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor._config_files import FileConfig
 
 __all__ = ["RunCache"]
 
@@ -41,7 +44,12 @@ class RunCache:
 
     @classmethod
     def for_flow(
-        cls, flow_name: str, flow_default: bool | None, resume: tuple[Any, ...] | None = None
+        cls,
+        flow_name: str,
+        flow_default: bool | None,
+        resume: tuple[Any, ...] | None = None,
+        *,
+        config: FileConfig | None = None,
     ) -> RunCache:
         """
         The caching of a new run of ``flow_name``; with ``resume`` (the run's parameters),
@@ -50,7 +58,7 @@ class RunCache:
         namespace = None
         if resume is not None:
             namespace = f"resume:{flow_name}:{value_digest(resume)}"
-        return cls(resolve_settings(), flow_default, namespace)
+        return cls(resolve_settings(config), flow_default, namespace)
 
     @property
     def on_by_default(self) -> bool:
