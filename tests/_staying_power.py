@@ -374,8 +374,12 @@ def check_program_second_interrupt(tmp_path: Path, runner: str) -> None:
             "_deactivate(flow_run",
             "flow_run.close_inline()",
         )
-        assert handling in err or any(frame in err for frame in shutdown), err
-        assert took < 5, f"{took:.1f} s after the second SIGINT"
+        # Or it landed in a finalizer run during that shutdown (a backend client's `__del__`):
+        # Python reports it as ignored there, and the shutdown the first interrupt began goes on.
+        swallowed = "Exception ignored in" in err
+        assert handling in err or swallowed or any(frame in err for frame in shutdown), err
+        bound = 15 if swallowed else 5
+        assert took < bound, f"{took:.1f} s after the second SIGINT"
         assert wait_until(lambda: not run.leftovers(), 15), run.describe(run.leftovers())
     finally:
         run.close()

@@ -33,6 +33,14 @@ NEVER_BOUND = 3.0
 FILLERS = 64
 
 
+def _session_of(pid: int) -> int | None:
+    """The session `pid` belongs to, or None once it is gone."""
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
 def _settled(futures: list[RunFuture[Any]], runner: Runner) -> list[State[Any]]:
     """The futures' final states; fail naming the promise if some are not reported in time."""
     states = [f.wait(REPORT_BOUND) for f in futures]
@@ -208,6 +216,10 @@ class RunnerPromises:
         psutil = pytest.importorskip("psutil", reason="the process check needs psutil")
         me = psutil.Process()
         before = {p.pid for p in me.children(recursive=True)}
+        # A cluster that was running before the flow, in a session of its own (such as a
+        # `ray start --block` or `dask scheduler` the test started), may start and end its own
+        # workers at any time: those are the cluster's processes, not the runner's.
+        foreign = {pid for pid in before if _session_of(pid) not in (None, os.getsid(0))}
 
         @flow(runner=runner)
         def some_work() -> list[int]:
@@ -219,7 +231,11 @@ class RunnerPromises:
             found = []
             for child in me.children(recursive=True):
                 try:
-                    if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE:
+                    if (
+                        child.pid not in before
+                        and child.status() != psutil.STATUS_ZOMBIE
+                        and not foreign.intersection(p.pid for p in child.parents())
+                    ):
                         found.append(f"{child.pid} {' '.join(child.cmdline())[:100]}")
                 except psutil.NoSuchProcess:
                     continue
