@@ -143,7 +143,7 @@ class TestWorkerDeath:
                 before = [touch.submit(str(runs_dir), f"r{r}-b{i}") for i in range(4)]
                 bad = die.submit(str(runs_dir), "exit")
                 after = [touch.submit(str(runs_dir), f"r{r}-a{i}") for i in range(2)]
-                culprit = bad.wait(15)
+                culprit = bad.wait(60)
                 finals = [g.wait(60) for g in before + after]
                 rounds.append((culprit, finals))
                 client.wait_for_workers(2, timeout=60)  # the nanny brings the worker back
